@@ -1,0 +1,43 @@
+"""Trains `seed_cnn` as the original project did: Adam 1e-3 (Keras defaults), batch 64, no augmentation."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Every knob of a run; override any of them with --config.FIELD=VALUE."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.path = ''            # fer2013.zip, its unzipped folder, or fer2013.csv
+  config.data.tfds_data_dir = ''   # where the prepared TFDS dataset lives; '' = TFDS default
+  config.data.train_split = 'train'
+  config.data.eval_split = 'public_test'
+  config.data.prefetch = 2         # batches kept in flight on the devices
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'seed_cnn'
+  config.model.dropout_rate = 0.5
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'adam'   # adam | adamw | sgd
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-7      # Keras' default, which the original used
+  config.optimizer.momentum = 0.9  # sgd only
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 0.0  # kernels only, never biases or norms
+  config.optimizer.schedule = 'constant'  # constant | cosine
+  config.optimizer.warmup_epochs = 0.0
+  config.optimizer.grad_clip_norm = 0.0   # 0 disables clipping
+
+  config.label_smoothing = 0.0
+  config.batch_size = 64           # global, across all devices and processes
+  config.eval_batch_size = 256
+  config.num_epochs = 20
+
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 0  # 0: save at the end of each epoch only
+  config.keep_checkpoints = 3        # the latest few; the best by eval accuracy is kept too
+  return config

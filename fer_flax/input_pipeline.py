@@ -1,0 +1,95 @@
+"""tf.data input for training and evaluation, sharded per process.
+
+Each process reads its own slice of a split. Training shuffles each epoch with a seed derived from
+(seed, epoch), so a run resumed at any step sees exactly the batches an uninterrupted run would.
+Evaluation pads every process to the same number of batches and marks padding with `mask`, so each
+example counts exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from fer_flax.errors import UserError
+
+# The accelerators belong to JAX; tf.data runs on the host.
+tf.config.set_visible_devices([], 'GPU')
+
+Batch = dict[str, np.ndarray]
+
+
+def _features(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  return {'image': example['image'], 'label': tf.cast(example['label'], tf.int32)}
+
+
+def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+  """Examples in `split`; a split the data lacks is a UserError listing the ones it has."""
+  splits = builder.info.splits
+  if split not in splits:
+    raise UserError(f'split {split!r} is not in the prepared FER2013 data at {builder.data_dir} '
+                    f'(it has {", ".join(sorted(splits))}); choose one of those with '
+                    '--config.data.eval_split / --config.data.train_split, or evaluate --split')
+  return splits[split].num_examples
+
+
+def _local_batch_size(global_batch_size: int, process_count: int, field: str) -> int:
+  if global_batch_size % process_count:
+    raise UserError(f'config.{field}={global_batch_size} is not divisible by the {process_count} '
+                    f'processes; use a multiple of {process_count}')
+  return global_batch_size // process_count
+
+
+class TrainData:
+  """Training batches of one process, `steps_per_epoch` full batches per epoch."""
+
+  def __init__(self, builder: tfds.core.DatasetBuilder, split: str, global_batch_size: int,
+               seed: int, process_index: int, process_count: int):
+    self.local_batch_size = _local_batch_size(global_batch_size, process_count, 'batch_size')
+    self._local_examples = num_examples(builder, split) // process_count
+    self.steps_per_epoch = self._local_examples // self.local_batch_size
+    if self.steps_per_epoch == 0:
+      raise UserError(f'split {split!r} has too few examples for one batch of config.batch_size='
+                      f'{global_batch_size}; lower the batch size')
+    local_split = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
+    self._seed = seed
+    self._ds = builder.as_dataset(split=local_split, shuffle_files=False).map(
+        _features, num_parallel_calls=tf.data.AUTOTUNE).cache()
+
+  def epoch(self, epoch: int) -> tf.data.Dataset:
+    """The batches of one epoch, shuffled by a seed that depends only on (seed, epoch)."""
+    epoch_seed = int(np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0])
+    return (self._ds.shuffle(self._local_examples, seed=epoch_seed, reshuffle_each_iteration=False)
+            .batch(self.local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+  def iterate(self, start_step: int = 0) -> Iterator[Batch]:
+    """Endless batches, starting where a run at `start_step` would be."""
+    epoch, offset = divmod(start_step, self.steps_per_epoch)
+    while True:
+      yield from self.epoch(epoch).skip(offset).as_numpy_iterator()
+      epoch, offset = epoch + 1, 0
+
+
+def eval_data(builder: tfds.core.DatasetBuilder, split: str, global_batch_size: int,
+              process_index: int, process_count: int) -> tuple[tf.data.Dataset, int]:
+  """One pass over `split` for this process, padded and masked; returns (dataset, num_batches).
+
+  Every process gets the same number of batches (collectives need it); padding has mask False.
+  """
+  local_batch = _local_batch_size(global_batch_size, process_count, 'eval_batch_size')
+  total = num_examples(builder, split)
+  num_batches = math.ceil(math.ceil(total / process_count) / local_batch)
+  local_split = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+  ds = builder.as_dataset(split=local_split, shuffle_files=False).map(
+      lambda ex: {**_features(ex), 'mask': tf.constant(True)}, num_parallel_calls=tf.data.AUTOTUNE)
+  padding = tf.data.Dataset.from_tensors({
+      'image': tf.zeros(ds.element_spec['image'].shape, tf.uint8),
+      'label': tf.constant(0, tf.int32),
+      'mask': tf.constant(False),
+  }).repeat()
+  ds = ds.concatenate(padding).take(num_batches * local_batch).batch(local_batch)
+  return ds.cache().prefetch(tf.data.AUTOTUNE), num_batches

@@ -1,0 +1,50 @@
+"""Trains a FER2013 classifier.
+
+  python -m fer_flax.main --config=configs/base.py --workdir=/tmp/run \
+      --config.data.path=PATH/TO/fer2013.zip
+
+Re-running the same command resumes from the workdir's latest checkpoint.
+"""
+
+import logging as std_logging
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads: its C++ start-up chatter.
+
+import jax  # pylint: disable=g-import-not-at-top
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fer_flax import train
+from fer_flax.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and the saved config.')
+config_flags.DEFINE_config_file('config', None, 'Training config file (configs/*.py).',
+                                lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Keeps orbax's and TFDS's per-operation INFO lines off the console; warnings still pass."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or not any(
+        part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/'))
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.info('JAX process %d/%d, local devices: %s', jax.process_index(), jax.process_count(),
+               jax.local_devices())
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except UserError as e:
+    sys.exit(f'fer_flax: error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,64 @@
+"""Metric writers: CLU (TensorBoard and console) plus `metrics.jsonl` for scripts.
+
+Scalars are named `SPLIT/NAME`; `metrics.jsonl` gets one JSON object per write and split:
+`{"step": 900, "split": "public_test", "accuracy": 0.51, "loss": 1.32}`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
+  """The records of a `metrics.jsonl`, skipping a line torn by a crash mid-write."""
+  records = []
+  for line in pathlib.Path(path).read_text().splitlines():
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return records
+
+
+class JsonlWriter:
+  """Appends metric records to `metrics.jsonl`; needs neither TensorFlow nor CLU.
+
+  A run resumed at step S redoes the steps after S, so their old records are dropped first.
+  """
+
+  def __init__(self, path: str | pathlib.Path, resume_step: int):
+    self._path = pathlib.Path(path)
+    if self._path.exists():
+      kept = [r for r in read_metrics(self._path) if r.get('step', 0) <= resume_step]
+      self._path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+    self._file = open(self._path, 'a', encoding='utf-8')
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    by_split: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    for name, value in scalars.items():
+      split, _, metric = name.rpartition('/')
+      by_split[split][metric] = float(value)
+    for split, values in by_split.items():
+      self._file.write(json.dumps({'step': int(step), 'split': split, **values}) + '\n')
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+def create_writer(workdir: str | pathlib.Path, resume_step: int, is_main: bool) -> Any:
+  """TensorBoard, console and `metrics.jsonl` on the main process; console alone elsewhere."""
+  from clu import metric_writers  # imports TensorFlow  # pylint: disable=g-import-not-at-top
+  clu_writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_main)
+  if not is_main:
+    return clu_writer
+  jsonl = JsonlWriter(pathlib.Path(workdir) / METRICS_FILE, resume_step)
+  return metric_writers.MultiWriter([clu_writer, jsonl])

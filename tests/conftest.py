@@ -1,0 +1,101 @@
+"""Synthetic FER2013 archives, folders and CSVs that tests build themselves."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import pathlib
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_ARCHIVE = REPO.parent / 'shared' / 'data' / 'fer2013' / 'fer2013.zip'
+if str(REPO) not in sys.path:  # `configs` is a folder of the repo, not of the package.
+  sys.path.insert(0, str(REPO))
+
+FOLDERS = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')  # label id order
+USAGE_PREFIX = {'Training': 'Training_', 'PublicTest': 'PublicTest_', 'PrivateTest': 'PrivateTest_'}
+
+
+def face(label: int, rng: np.random.Generator) -> np.ndarray:
+  """A learnable 48x48 image: a bright band whose row depends on the label, plus noise."""
+  image = rng.integers(0, 80, size=(48, 48)).astype(np.uint8)
+  image[label * 6 + 3: label * 6 + 9, :] = rng.integers(170, 255)
+  return image
+
+
+def make_examples(counts: dict[str, int], seed: int = 0) -> list[tuple[str, int, np.ndarray]]:
+  """(Usage, label, image) with `counts[usage]` images per class."""
+  rng = np.random.default_rng(seed)
+  return [(usage, label, face(label, rng))
+          for usage, n in counts.items() for label in range(7) for _ in range(n)]
+
+
+def _png(image: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format='PNG')
+  return buf.getvalue()
+
+
+def _member_names(examples, prefixes: bool = True):
+  for i, (usage, label, image) in enumerate(examples):
+    folder = 'train' if usage == 'Training' else 'test'
+    prefix = USAGE_PREFIX[usage] if prefixes else ''
+    yield f'{folder}/{FOLDERS[label]}/{prefix}{i:05d}.png', image
+
+
+def write_zip(path: pathlib.Path, examples, prefixes: bool = True) -> pathlib.Path:
+  with zipfile.ZipFile(path, 'w') as z:
+    for name, image in _member_names(examples, prefixes):
+      z.writestr(name, _png(image))
+  return path
+
+
+def write_folder(path: pathlib.Path, examples, prefixes: bool = True) -> pathlib.Path:
+  for name, image in _member_names(examples, prefixes):
+    (path / name).parent.mkdir(parents=True, exist_ok=True)
+    (path / name).write_bytes(_png(image))
+  return path
+
+
+def write_csv(path: pathlib.Path, examples) -> pathlib.Path:
+  with open(path, 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['emotion', 'pixels', 'Usage'])
+    for usage, label, image in examples:
+      w.writerow([label, ' '.join(str(v) for v in image.ravel()), usage])
+  return path
+
+
+@pytest.fixture(scope='session')
+def small_archive(tmp_path_factory) -> pathlib.Path:
+  """A zip with 20 train and 4 public-test images per class (140 + 28)."""
+  path = tmp_path_factory.mktemp('data') / 'fer2013.zip'
+  return write_zip(path, make_examples({'Training': 20, 'PublicTest': 4}))
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory, small_archive) -> pathlib.Path:
+  """The small archive, prepared once into a TFDS data dir shared by the tests."""
+  from fer_flax import tfds_builder  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp('tfds')
+  tfds_builder.prepare(small_archive, str(data_dir))
+  return data_dir
+
+
+def tiny_config(archive: pathlib.Path, tfds_dir: pathlib.Path, **overrides):
+  """configs/tiny.py pointed at the synthetic data."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.data.path = str(archive)
+  config.data.tfds_data_dir = str(tfds_dir)
+  config.optimizer.learning_rate = 3e-3
+  config.update_from_flattened_dict(overrides)
+  return config

@@ -1,0 +1,50 @@
+"""8 data-parallel devices compute the same step as 1 device on the same global batch."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from tests import conftest
+
+_SCRIPT = textwrap.dedent('''
+    import jax
+    import numpy as np
+    import pytest
+    from configs import tiny
+    from fer_flax import models, train
+    from fer_flax.errors import UserError
+
+    assert jax.device_count() == 8
+    config = tiny.get_config()
+    model = models.create_model(config.model, num_classes=7)
+    tx = train.create_optimizer(config, train.create_learning_rate_schedule(config, 10, 100))
+    rng = np.random.default_rng(0)
+    batches = [{'image': rng.integers(0, 256, (16, 48, 48, 1), dtype=np.uint8),
+                'label': rng.integers(0, 7, 16).astype(np.int32)} for _ in range(3)]
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      parallel = train.Parallel(devices)
+      state = train.create_train_state(model, tx, jax.random.key(0), parallel.replicated)
+      step = parallel.jit_train_step(label_smoothing=0.1)
+      dropout_rng = jax.random.key(1)
+      for batch in parallel.prefetch(batches, size=2):
+        assert len(batch['image'].addressable_shards) == len(devices)
+        state, metrics = step(state, batch, dropout_rng)
+      results.append(jax.device_get((state.params, metrics)))
+    one, eight = results
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), one, eight)
+    assert one[1]['count'] == 16
+    with pytest.raises(UserError, match='config.batch_size=12 is not divisible by the 8 devices'):
+      train.Parallel().check_batch_size(12, 'batch_size')
+    print('EQUAL')
+''')
+
+
+def test_eight_devices_equal_one_device():
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
+         'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run([sys.executable, '-c', _SCRIPT], cwd=conftest.REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'EQUAL' in result.stdout

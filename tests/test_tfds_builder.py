@@ -1,0 +1,50 @@
+"""The `fer2013` TFDS builder: loadable with tfds.load, prepared once, never mixed with other data."""
+
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from fer_flax import fer2013, tfds_builder
+from fer_flax.errors import UserError
+from tests import conftest
+
+
+def test_tfds_load_gives_the_archive_examples(small_archive, tfds_dir):
+  ds = tfds.load('fer2013', split='public_test', data_dir=str(tfds_dir))
+  loaded = sorted((int(ex['label']), ex['image'].numpy()[..., 0].tobytes()) for ex in ds)
+  source = fer2013.Source(small_archive)
+  expected = sorted((r.label, img.tobytes()) for r, img in source.examples('public_test'))
+  assert loaded == expected
+  builder = tfds.builder('fer2013', data_dir=str(tfds_dir))
+  assert builder.info.features['label'].names == list(fer2013.EMOTIONS)
+  assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {
+      'train': 140, 'public_test': 28}
+
+
+def test_prepare_twice_reuses_and_other_source_is_refused(tmp_path, small_archive, tfds_dir):
+  builder = tfds_builder.prepare(small_archive, str(tfds_dir))
+  assert builder.is_prepared()
+  other = conftest.write_zip(tmp_path / 'other.zip', conftest.make_examples({'Training': 1}, 5))
+  with pytest.raises(UserError, match=r'was prepared from .*fer2013.zip, not from .*other.zip; '
+                                      r'pass --config.data.tfds_data_dir'):
+    tfds_builder.prepare(other, str(tfds_dir))
+
+
+def test_manual_dir_holding_the_archive(tmp_path, small_archive):
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  (manual / 'fer2013.zip').write_bytes(small_archive.read_bytes())
+  builder = tfds.builder('fer2013', data_dir=str(tmp_path / 'tfds'))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  images = [ex['image'] for ex in tfds.as_numpy(builder.as_dataset(split='train'))]
+  assert len(images) == 140 and images[0].shape == (48, 48, 1) and images[0].dtype == np.uint8
+
+
+def test_corrupt_image_stops_preparation_naming_the_file(tmp_path):
+  path = conftest.write_zip(tmp_path / 'a.zip', conftest.make_examples({'Training': 1}))
+  with zipfile.ZipFile(path, 'a') as z:
+    z.writestr('train/fear/Training_broken.jpg', b'\xff\xd8 not really a jpeg')
+  with pytest.raises(UserError, match=r'train/fear/Training_broken.jpg: not a readable image'):
+    tfds_builder.prepare(path, str(tmp_path / 'tfds'))

@@ -1,0 +1,212 @@
+"""Training: it learns, resumes exactly after kill -9, refuses mixed configs, and restores for eval."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fer_flax import evaluate, train, writers
+from fer_flax.errors import UserError
+from tests import conftest
+
+
+def _best(workdir):
+  """The best eval record; among equals, the latest (as orbax ranks them)."""
+  return max(_records(workdir, 'public_test'), key=lambda r: (r['accuracy'], r['step']))
+
+
+def _records(workdir, split):
+  return [r for r in writers.read_metrics(pathlib.Path(workdir) / writers.METRICS_FILE)
+          if r['split'] == split]
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory, small_archive, tfds_dir):
+  """A tiny run trained to the end: (config, workdir, final state)."""
+  workdir = tmp_path_factory.mktemp('run')
+  config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=5)
+  state = train.train_and_evaluate(config, str(workdir))
+  return config, workdir, state
+
+
+def test_loss_falls_and_the_task_is_learned(finished_run):
+  _, workdir, state = finished_run
+  losses = [r['loss'] for r in _records(workdir, 'train')]
+  assert losses[-1] < 0.5 * losses[0]
+  evals = _records(workdir, 'public_test')
+  assert [r['step'] for r in evals] == [17, 34, 51, 68, 85]  # one per epoch of 140 // 8 steps
+  assert evals[-1]['accuracy'] > 0.8  # chance is 1/7
+  assert int(state.step) == 85
+
+
+def test_workdir_holds_config_checkpoints_and_summaries(finished_run):
+  config, workdir, _ = finished_run
+  assert json.loads((workdir / 'config.json').read_text())['model']['hidden'] == 16
+  assert list(workdir.glob('events.out.tfevents.*'))
+  steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  best = _best(workdir)['step']
+  assert steps == sorted({best, *[17 * e for e in range(5 - config.keep_checkpoints + 1, 6)]})
+
+
+def test_finished_run_rerun_is_a_noop(finished_run, caplog):
+  config, workdir, state = finished_run
+  before = (workdir / writers.METRICS_FILE).read_text()
+  with caplog.at_level('INFO'):
+    again = train.train_and_evaluate(config, str(workdir))
+  assert 'already finished at step 85' in caplog.text
+  assert (workdir / writers.METRICS_FILE).read_text() == before
+  jax.tree.map(np.testing.assert_array_equal, again.params, state.params)
+
+
+def test_different_config_in_same_workdir_is_refused(finished_run):
+  config, workdir, _ = finished_run
+  changed = config.copy_and_resolve_references()
+  changed.optimizer.learning_rate = 0.1
+  with pytest.raises(UserError, match=r'holds a run with a different config \(optimizer.'
+                                      r'learning_rate: 0.003 -> 0.1\); use a new --workdir'):
+    train.train_and_evaluate(changed, str(workdir))
+
+
+def test_moved_data_may_resume(finished_run, tmp_path):
+  config, workdir, _ = finished_run
+  moved = config.copy_and_resolve_references()
+  moved.data.path = str(tmp_path / 'elsewhere' / 'fer2013.zip')
+  pathlib.Path(moved.data.path).parent.mkdir()
+  pathlib.Path(moved.data.path).write_bytes(pathlib.Path(config.data.path).read_bytes())
+  train.train_and_evaluate(moved, str(workdir))  # Same data, new place: no error.
+
+
+def test_evaluate_restores_the_best_checkpoint(finished_run, tmp_path):
+  _, workdir, _ = finished_run
+  result = evaluate.evaluate_checkpoint(str(workdir), 'public_test')
+  best = _best(workdir)
+  assert result['step'] == best['step'] and result['examples'] == 28
+  assert result['accuracy'] == pytest.approx(best['accuracy'])
+  assert result['loss'] == pytest.approx(best['loss'], rel=1e-5)
+  assert evaluate.evaluate_checkpoint(str(workdir), 'train', step=85)['examples'] == 140
+  with pytest.raises(UserError, match=r'no checkpoint at step 3 in'):
+    evaluate.evaluate_checkpoint(str(workdir), 'public_test', step=3)
+
+
+def _main_command(config_overrides, workdir):
+  return [sys.executable, '-m', 'fer_flax.main', '--config=configs/tiny.py',
+          f'--workdir={workdir}', *[f'--config.{k}={v}' for k, v in config_overrides.items()]]
+
+
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, small_archive, tfds_dir):
+  overrides = {'data.path': small_archive, 'data.tfds_data_dir': tfds_dir, 'num_epochs': 4,
+               'checkpoint_every_steps': 1, 'optimizer.learning_rate': 3e-3}
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen(_main_command(overrides, killed), cwd=conftest.REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    steps = [p.name for p in (killed / 'checkpoints').glob('*') if p.name.isdigit()]
+    if any(int(s) >= 5 for s in steps):
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done = [int(p.name) for p in (killed / 'checkpoints').glob('*') if p.name.isdigit()]
+  assert 5 <= max(done) < 68, 'the run must be killed mid-way for this test to mean anything'
+
+  config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=4, checkpoint_every_steps=1)
+  resumed = train.train_and_evaluate(config, str(killed))
+  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  jax.tree.map(np.testing.assert_array_equal, resumed.params, straight.params)
+  jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, straight.opt_state)
+  for split in ('train', 'public_test'):
+    steps = [r['step'] for r in _records(killed, split)]
+    assert steps == sorted(set(steps)) == [r['step'] for r in _records(tmp_path / 'straight', split)]
+
+
+def test_cli_errors_are_one_line(tmp_path):
+  result = subprocess.run(_main_command({'data.path': tmp_path / 'missing.zip'}, tmp_path / 'w'),
+                          cwd=conftest.REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("fer_flax: error: data path '") and 'missing.zip' in last
+  assert '--config.data.path=' in last
+
+
+@pytest.mark.parametrize('name,overrides', [
+    ('adam', {}),
+    ('adamw', {'weight_decay': 1e-2}),
+    ('sgd', {'momentum': 0.9, 'nesterov': True, 'weight_decay': 1e-4}),
+])
+def test_optimizers_reduce_a_loss(name, overrides):
+  config = conftest.tiny_config('unused', 'unused')
+  config.optimizer.name = name
+  config.optimizer.learning_rate = 0.1
+  config.optimizer.update(overrides)
+  tx = train.create_optimizer(config, train.create_learning_rate_schedule(config, 10, 100))
+  params = {'kernel': jnp.ones((3, 3)), 'bias': jnp.ones(3)}
+  loss = lambda p: jnp.sum(p['kernel'] ** 2) + jnp.sum(p['bias'] ** 2)
+  opt_state = tx.init(params)
+  for _ in range(20):
+    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
+    params = optax.apply_updates(params, updates)
+  assert loss(params) < 0.5 * 12
+
+
+def test_weight_decay_spares_biases():
+  config = conftest.tiny_config('unused', 'unused')
+  config.optimizer.update(name='sgd', momentum=0.0, weight_decay=0.5, learning_rate=1.0)
+  tx = train.create_optimizer(config, train.create_learning_rate_schedule(config, 1, 1))
+  params = {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  np.testing.assert_allclose(updates['kernel'], -0.5)
+  np.testing.assert_allclose(updates['bias'], 0.0)
+
+
+def test_unknown_optimizer_and_schedule():
+  config = conftest.tiny_config('unused', 'unused')
+  config.optimizer.name = 'lion'
+  with pytest.raises(UserError, match=r"unknown optimizer 'lion' in config.optimizer.name"):
+    train.create_optimizer(config, optax.constant_schedule(1.0))
+  config.optimizer.schedule = 'step'
+  with pytest.raises(UserError, match=r"unknown schedule 'step' in config.optimizer.schedule"):
+    train.create_learning_rate_schedule(config, 10, 100)
+
+
+def test_warmup_then_cosine():
+  config = conftest.tiny_config('unused', 'unused')
+  config.optimizer.update(schedule='cosine', warmup_epochs=1.0, learning_rate=1.0)
+  schedule = train.create_learning_rate_schedule(config, steps_per_epoch=10, total_steps=110)
+  assert float(schedule(0)) == 0.0
+  assert float(schedule(5)) == pytest.approx(0.5)
+  assert float(schedule(10)) == pytest.approx(1.0)
+  assert float(schedule(60)) == pytest.approx(0.5)
+  assert float(schedule(110)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_label_smoothing_changes_the_loss():
+  logits = jnp.array([[4.0, 0.0, 0.0]])
+  labels = jnp.array([0])
+  plain = train.cross_entropy(logits, labels, 0.0)
+  smooth = train.cross_entropy(logits, labels, 0.3)
+  log_p = np.log(np.exp([4.0, 0.0, 0.0]) / np.exp([4.0, 0.0, 0.0]).sum())
+  np.testing.assert_allclose(plain, [-log_p[0]], rtol=1e-5)
+  np.testing.assert_allclose(smooth, [-(0.8 * log_p[0] + 0.1 * log_p[1] + 0.1 * log_p[2])],
+                             rtol=1e-5)
+
+
+def test_a_run_that_failed_before_any_checkpoint_restarts_with_a_fixed_config(
+    tmp_path, small_archive, tfds_dir):
+  config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=1)
+  typo = config.copy_and_resolve_references()
+  typo.optimizer.name = 'adma'
+  with pytest.raises(UserError, match="unknown optimizer 'adma'"):
+    train.train_and_evaluate(typo, str(tmp_path))
+  assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 17
