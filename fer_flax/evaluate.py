@@ -1,10 +1,12 @@
-"""Scores a trained checkpoint on a FER2013 split.
+"""Scores a trained checkpoint on a FER2013 split and writes a report a researcher can use.
 
   python -m fer_flax.evaluate --workdir=DIR --split=private_test [--data=PATH] [--step=N]
-      [--json=FILE]
+      [--tta=none|flip|tencrop] [--json=FILE]
 
 Restores the best checkpoint (by the eval accuracy recorded during training) or --step, with the
-config saved in the workdir, and prints and writes {"split", "step", "examples", "accuracy", "loss"}.
+config saved in the workdir. Prints a table and writes, into WORKDIR/eval/, the JSON report
+(accuracy, loss, per-class precision/recall/F1/support, macro-F1, balanced accuracy, confusion
+matrices) and a confusion-matrix PNG.
 """
 
 import json
@@ -15,7 +17,8 @@ from typing import Any
 import jax
 from absl import app, flags
 
-from fer_flax import fer2013, input_pipeline, models, tfds_builder, train
+from fer_flax import augment, checkpoints, fer2013, input_pipeline, models, plots, report
+from fer_flax import tfds_builder, train
 from fer_flax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -24,50 +27,49 @@ flags.DEFINE_string('split', 'public_test', 'train, public_test, private_test or
 flags.DEFINE_string('data', None, 'FER2013 archive, folder or CSV; default: the one training used.')
 flags.DEFINE_string('tfds_data_dir', None, 'Prepared TFDS data dir; default: the one training used.')
 flags.DEFINE_integer('step', None, 'Checkpoint step to restore; default: the best.')
-flags.DEFINE_string('json', None, 'Where to write the result; default: WORKDIR/eval/SPLIT-STEP.json.')
-flags.mark_flags_as_required(['workdir'])
+flags.DEFINE_enum('tta', 'none', augment.TTA_MODES,
+                  'Test-time augmentation: average the probabilities of flipped or shifted views.')
+flags.DEFINE_string('json', None, 'Where to write the report; default: WORKDIR/eval/NAME.json.')
 
 
 def evaluate_checkpoint(workdir: str, split: str, data: str | None = None,
-                        tfds_data_dir: str | None = None, step: int | None = None) -> dict[str, Any]:
-  """Restores a checkpoint of `workdir` and scores it on `split`."""
-  config = train.load_config(workdir)
+                        tfds_data_dir: str | None = None, step: int | None = None,
+                        tta: str = 'none') -> dict[str, Any]:
+  """Restores a checkpoint of `workdir`, scores it on `split`, and returns the full report."""
+  config, variables, step = checkpoints.restore_variables(workdir, step)
   parallel = train.Parallel()
   parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
-  manager = train.checkpoint_manager(workdir, config, read_only=True)
-  step = manager.best_step() if step is None else step
-  if step is None or step not in manager.all_steps():
-    raise UserError(f'no checkpoint {"" if step is None else f"at step {step} "}in {workdir}/'
-                    f'{train.CHECKPOINT_DIR} (it has steps {list(manager.all_steps())}); '
-                    'pass one of those with --step')
   builder = tfds_builder.prepare(data or config.data.path,
                                  config.data.tfds_data_dir if tfds_data_dir is None else tfds_data_dir)
   eval_ds, _ = input_pipeline.eval_data(builder, split, config.eval_batch_size,
                                         jax.process_index(), jax.process_count())
   model = models.create_model(config.model, num_classes=len(fer2013.EMOTIONS))
-  tx = train.create_optimizer(config, train.create_learning_rate_schedule(config, 1, 1))
-  state = train.create_train_state(model, tx, jax.random.key(0), parallel.replicated)
-  state = train.restore(manager, state, step)
-  result = train.evaluate(state, parallel.jit_eval_step(),
+  variables = jax.device_put(variables, parallel.replicated)
+  result = train.evaluate(variables, parallel.jit_eval_step(model.apply, tta),
                           map(parallel.to_global, eval_ds.as_numpy_iterator()))
-  return {'split': split, 'step': step, **result}
+  return {'split': split, 'step': step, 'tta': tta, 'examples': result['examples'],
+          'loss': result['loss'],
+          **report.classification_report(result['confusion'], fer2013.EMOTIONS)}
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.workdir:
+    raise app.UsageError('--workdir is required')
   try:
     result = evaluate_checkpoint(FLAGS.workdir, FLAGS.split, FLAGS.data, FLAGS.tfds_data_dir,
-                                 FLAGS.step)
+                                 FLAGS.step, FLAGS.tta)
   except UserError as e:
     sys.exit(f'fer_flax: error: {e}')
-  path = pathlib.Path(FLAGS.json or pathlib.Path(FLAGS.workdir, 'eval',
-                                                 f'{result["split"]}-{result["step"]}.json'))
+  name = f'{result["split"]}-step{result["step"]}' + ('' if FLAGS.tta == 'none' else f'-{FLAGS.tta}')
+  path = pathlib.Path(FLAGS.json or pathlib.Path(FLAGS.workdir, 'eval', f'{name}.json'))
+  print(report.format_report(result))
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + '\n')
-  print(f'{result["split"]} at step {result["step"]}: accuracy {result["accuracy"]:.4f}, '
-        f'loss {result["loss"]:.4f} on {result["examples"]} examples -> {path}')
+    png = plots.confusion_matrix_png(result, path.with_suffix('.png'))
+    print(f'\nwrote {path} and {png}')
 
 
 if __name__ == '__main__':

@@ -11,6 +11,11 @@ import ml_collections
 from fer_flax.errors import UserError
 
 
+def preprocess(images: jnp.ndarray) -> jnp.ndarray:
+  """uint8 [0, 255] images, as stored, to the float32 [0, 1] the models take."""
+  return images.astype(jnp.float32) / 255.0
+
+
 class SeedCNN(nn.Module):
   """The original project's network, layer for layer (9,515,783 parameters by default).
 

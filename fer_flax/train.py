@@ -7,7 +7,6 @@ inserts the gradient all-reduce (the JAX docs recommend this over `pmap`, now in
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,22 +22,11 @@ from absl import logging
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fer_flax import fer2013, input_pipeline, models, tfds_builder, writers
+from fer_flax import augment, checkpoints, fer2013, input_pipeline, models, tfds_builder, writers
 from fer_flax.errors import UserError
 
 TrainState = train_state.TrainState
 Metrics = dict[str, jax.Array]
-
-CONFIG_FILE = 'config.json'
-CHECKPOINT_DIR = 'checkpoints'
-# Fields that may differ when a run resumes: where the same data lives, not what it is.
-_RELOCATABLE_FIELDS = ('data.path', 'data.tfds_data_dir')
-
-
-def preprocess(images: jax.Array) -> jax.Array:
-  """uint8 [0, 255] images, as stored, to the float32 [0, 1] the models take."""
-  return images.astype(jnp.float32) / 255.0
-
 
 def create_learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
                                   total_steps: int) -> optax.Schedule:
@@ -98,7 +86,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
-    logits = state.apply_fn({'params': params}, preprocess(batch['image']), train=True,
+    logits = state.apply_fn({'params': params}, models.preprocess(batch['image']), train=True,
                             rngs={'dropout': dropout_rng})
     loss = cross_entropy(logits, batch['label'], label_smoothing)
     return loss.mean(), (loss, logits)
@@ -109,22 +97,40 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   return state, {'loss': loss.sum(), 'correct': correct.sum(), 'count': jnp.float32(loss.size)}
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> Metrics:
-  """Loss and accuracy sums over the unmasked examples of a padded batch."""
-  logits = state.apply_fn({'params': state.params}, preprocess(batch['image']), train=False)
-  mask = batch['mask']
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-  correct = jnp.argmax(logits, -1) == batch['label']
-  return {'loss': jnp.where(mask, loss, 0).sum(), 'correct': (correct & mask).sum(),
-          'count': mask.sum().astype(jnp.float32)}
+def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, apply_fn: Callable,
+              tta: str = 'none') -> Metrics:
+  """Sums of loss and accuracy, and the confusion matrix, over the unmasked examples of a batch.
+
+  With test-time augmentation the views' probabilities are averaged before scoring.
+  """
+  images = models.preprocess(batch['image'])
+  views = augment.tta_views(images, tta)
+  num_views, batch_size = views.shape[:2]
+  logits = apply_fn(variables, views.reshape(-1, *images.shape[1:]), train=False)
+  log_probs = jax.nn.log_softmax(logits).reshape(num_views, batch_size, -1)
+  log_probs = jax.nn.logsumexp(log_probs, axis=0) - jnp.log(num_views)
+  labels, mask = batch['label'], batch['mask']
+  loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  predictions = jnp.argmax(log_probs, -1)
+  num_classes = log_probs.shape[-1]
+  confusion = jnp.zeros((num_classes, num_classes), jnp.float32).at[labels, predictions].add(mask)
+  return {'loss': jnp.where(mask, loss, 0).sum(), 'correct': ((predictions == labels) & mask).sum(),
+          'count': mask.sum().astype(jnp.float32), 'confusion': confusion}
 
 
-def summarize(metrics: Iterable[Metrics]) -> dict[str, float]:
-  """Mean loss and accuracy from per-step sums (one device fetch for all of them)."""
-  total = jax.tree.map(lambda *xs: np.sum(xs), *jax.device_get(list(metrics)))
+def summarize(metrics: Iterable[Metrics]) -> dict[str, Any]:
+  """Mean loss and accuracy (and the summed confusion matrix) from per-step sums.
+
+  All steps' metrics are fetched from the devices in one transfer.
+  """
+  fetched = jax.device_get(list(metrics))
+  total = jax.tree.map(lambda *xs: np.sum(np.stack(xs), axis=0), *fetched)
   count = max(float(total['count']), 1.0)
-  return {'loss': float(total['loss']) / count, 'accuracy': float(total['correct']) / count,
-          'examples': int(total['count'])}
+  summary = {'loss': float(total['loss']) / count, 'accuracy': float(total['correct']) / count,
+             'examples': int(total['count'])}
+  if 'confusion' in total:
+    summary['confusion'] = total['confusion'].astype(int).tolist()
+  return summary
 
 
 class Parallel:
@@ -149,9 +155,9 @@ class Parallel:
                    in_shardings=(self.replicated, self.data, self.replicated),
                    out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
 
-  def jit_eval_step(self) -> Callable:
-    return jax.jit(eval_step, in_shardings=(self.replicated, self.data),
-                   out_shardings=self.replicated)
+  def jit_eval_step(self, apply_fn: Callable, tta: str = 'none') -> Callable:
+    return jax.jit(functools.partial(eval_step, apply_fn=apply_fn, tta=tta),
+                   in_shardings=(self.replicated, self.data), out_shardings=self.replicated)
 
   def to_global(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """Assembles every process's local batch into one batch sharded over the mesh."""
@@ -181,68 +187,9 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, rng: jax.Ar
   return jax.jit(init, out_shardings=sharding)(rng)
 
 
-def evaluate(state: TrainState, eval_step_fn: Callable, batches: Iterable[dict[str, jax.Array]]
-             ) -> dict[str, float]:
-  return summarize(eval_step_fn(state, batch) for batch in batches)
-
-
-def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
-def check_or_save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path,
-                         resuming: bool) -> None:
-  """Saves the run's config in the workdir, or refuses to resume a run made with another one.
-
-  Without checkpoints there is nothing to protect: a run that failed at start-up (a typo in a
-  field, say) is simply started again with the corrected config.
-  """
-  path = workdir / CONFIG_FILE
-  current = json.loads(config.to_json_best_effort())
-  if resuming and path.exists():
-    saved = _flatten(json.loads(path.read_text()))
-    now = _flatten(current)
-    changed = sorted(k for k in set(saved) | set(now)
-                     if k not in _RELOCATABLE_FIELDS and saved.get(k) != now.get(k))
-    if changed:
-      diffs = ', '.join(f'{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in changed[:3])
-      raise UserError(f'{workdir} holds a run with a different config ({diffs}); use a new '
-                      '--workdir, or repeat the overrides that run used (see its config.json)')
-    return
-  path.write_text(json.dumps(current, indent=2, sort_keys=True) + '\n')
-
-
-def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-  """The config a run in `workdir` was trained with."""
-  path = pathlib.Path(workdir) / CONFIG_FILE
-  if not path.exists():
-    raise UserError(f'{path} does not exist; pass the --workdir of a training run')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def checkpoint_manager(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
-                       read_only: bool = False) -> ocp.CheckpointManager:
-  """Keeps the latest `config.keep_checkpoints` plus the best by eval accuracy."""
-  best = ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m['accuracy'], n=1,
-                                       keep_checkpoints_without_metrics=False)
-  options = ocp.CheckpointManagerOptions(
-      best_fn=lambda m: m['accuracy'], best_mode='max', read_only=read_only,
-      cleanup_tmp_directories=not read_only,  # A save cut short by a crash leaves a tmp dir.
-      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
-          [ocp.checkpoint_managers.LatestN(config.keep_checkpoints), best]))
-  directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
-  return ocp.CheckpointManager(directory, options=options)
-
-
-def restore(manager: ocp.CheckpointManager, state: TrainState, step: int) -> TrainState:
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+def evaluate(variables: dict[str, Any], eval_step_fn: Callable,
+             batches: Iterable[dict[str, jax.Array]]) -> dict[str, Any]:
+  return summarize(eval_step_fn(variables, batch) for batch in batches)
 
 
 def _best_summary(manager: ocp.CheckpointManager, config: ml_collections.ConfigDict) -> str:
@@ -262,9 +209,9 @@ def _format_seconds(seconds: float) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains per `config` in `workdir`, resuming from its latest checkpoint if there is one."""
   workdir_path = pathlib.Path(workdir)
-  manager = checkpoint_manager(workdir_path, config)
+  manager = checkpoints.manager(workdir_path, config)
   start_step = manager.latest_step() or 0
-  check_or_save_config(config, workdir_path, resuming=bool(start_step))
+  checkpoints.check_or_save_config(config, workdir_path, resuming=bool(start_step))
   parallel = Parallel()
   parallel.check_batch_size(config.batch_size, 'batch_size')
   parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
@@ -283,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   state = create_train_state(model, create_optimizer(config, schedule), init_rng,
                              parallel.replicated)
   if start_step:
-    state = restore(manager, state, start_step)
+    state = checkpoints.restore(manager, state, start_step)
   if start_step >= total_steps:
     logging.info('Run in %s already finished at step %d (%s); nothing to do.', workdir, start_step,
                  _best_summary(manager, config))
@@ -296,39 +243,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                f'resuming at step {start_step}' if start_step else 'starting')
   writer = writers.create_writer(workdir_path, start_step, jax.process_index() == 0)
   p_train_step = parallel.jit_train_step(config.label_smoothing)
-  p_eval_step = parallel.jit_eval_step()
+  p_eval_step = parallel.jit_eval_step(model.apply)
   dropout_rng = jax.device_put(dropout_rng, parallel.replicated)
   batches = parallel.prefetch(train_data.iterate(start_step), config.data.prefetch)
 
-  window, window_start, window_step = [], time.perf_counter(), start_step
+  # Throughput counts training time only: evaluation and checkpointing are left out.
+  window, window_step, window_seconds, tick = [], start_step, 0.0, time.perf_counter()
   for step in range(start_step + 1, total_steps + 1):
     state, metrics = p_train_step(state, next(batches), dropout_rng)
     window.append(metrics)
-    end_of_epoch = step % steps_per_epoch == 0
-    if step % config.log_every_steps == 0 or end_of_epoch:
-      train = summarize(window)
-      elapsed = time.perf_counter() - window_start
-      steps_per_sec = (step - window_step) / elapsed
+    if step % config.log_every_steps == 0 or step == total_steps:
+      train = summarize(window)  # Waits for the window's steps to finish.
+      window_seconds += time.perf_counter() - tick
+      images_per_sec = (step - window_step) * config.batch_size / window_seconds
       writer.write_scalars(step, {'train/loss': train['loss'], 'train/accuracy': train['accuracy'],
                                   'train/learning_rate': float(schedule(step - 1)),
-                                  'train/images_per_sec': steps_per_sec * config.batch_size})
+                                  'train/images_per_sec': images_per_sec})
       logging.info('step %d/%d (epoch %.2f/%d): %.0f images/s, ETA %s', step, total_steps,
-                   step / steps_per_epoch, config.num_epochs, steps_per_sec * config.batch_size,
-                   _format_seconds((total_steps - step) / steps_per_sec))
-      window, window_start, window_step = [], time.perf_counter(), step
+                   step / steps_per_epoch, config.num_epochs, images_per_sec,
+                   _format_seconds((total_steps - step) * config.batch_size / images_per_sec))
+      window, window_step, window_seconds, tick = [], step, 0.0, time.perf_counter()
+    end_of_epoch = step % steps_per_epoch == 0
+    if not (end_of_epoch or (config.checkpoint_every_steps
+                             and step % config.checkpoint_every_steps == 0)):
+      continue
+    jax.block_until_ready(state)
+    window_seconds += time.perf_counter() - tick
     checkpoint_metrics = None
     if end_of_epoch:
-      result = evaluate(state, p_eval_step, map(parallel.to_global, eval_ds.as_numpy_iterator()))
+      result = evaluate({'params': state.params}, p_eval_step,
+                        map(parallel.to_global, eval_ds.as_numpy_iterator()))
       split = config.data.eval_split
       writer.write_scalars(step, {f'{split}/loss': result['loss'],
                                   f'{split}/accuracy': result['accuracy']})
       checkpoint_metrics = {'accuracy': result['accuracy'], 'loss': result['loss']}
-    if end_of_epoch or (config.checkpoint_every_steps
-                        and step % config.checkpoint_every_steps == 0):
-      manager.save(step, args=ocp.args.StandardSave(state), metrics=checkpoint_metrics)
-      writer.flush()
-    if end_of_epoch:
-      window_start = time.perf_counter()
+    manager.save(step, args=ocp.args.StandardSave(state), metrics=checkpoint_metrics)
+    writer.flush()
+    tick = time.perf_counter()
 
   manager.wait_until_finished()
   writer.close()

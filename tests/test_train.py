@@ -43,7 +43,7 @@ def test_loss_falls_and_the_task_is_learned(finished_run):
   losses = [r['loss'] for r in _records(workdir, 'train')]
   assert losses[-1] < 0.5 * losses[0]
   evals = _records(workdir, 'public_test')
-  assert [r['step'] for r in evals] == [17, 34, 51, 68, 85]  # one per epoch of 140 // 8 steps
+  assert [r["step"] for r in evals] == [17, 34, 51, 68, 85]  # one per epoch of 140 // 8 steps
   assert evals[-1]['accuracy'] > 0.8  # chance is 1/7
   assert int(state.step) == 85
 
@@ -92,6 +92,8 @@ def test_evaluate_restores_the_best_checkpoint(finished_run, tmp_path):
   assert result['step'] == best['step'] and result['examples'] == 28
   assert result['accuracy'] == pytest.approx(best['accuracy'])
   assert result['loss'] == pytest.approx(best['loss'], rel=1e-5)
+  assert np.sum(result['confusion_matrix']) == 28
+  assert [m['support'] for m in result['per_class'].values()] == [4] * 7
   assert evaluate.evaluate_checkpoint(str(workdir), 'train', step=85)['examples'] == 140
   with pytest.raises(UserError, match=r'no checkpoint at step 3 in'):
     evaluate.evaluate_checkpoint(str(workdir), 'public_test', step=3)

@@ -1,0 +1,95 @@
+"""A run's workdir on disk: its saved config and its Orbax checkpoints. No TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from fer_flax.errors import UserError
+
+CONFIG_FILE = 'config.json'
+CHECKPOINT_DIR = 'checkpoints'
+# Fields that may differ when a run resumes: where the same data lives, not what it is.
+_RELOCATABLE_FIELDS = ('data.path', 'data.tfds_data_dir')
+
+
+def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_or_save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                         resuming: bool) -> None:
+  """Saves the run's config in the workdir, or refuses to resume a run made with another one.
+
+  Without checkpoints there is nothing to protect: a run that failed at start-up (a typo in a
+  field, say) is simply started again with the corrected config.
+  """
+  path = workdir / CONFIG_FILE
+  current = json.loads(config.to_json_best_effort())
+  if resuming and path.exists():
+    saved = _flatten(json.loads(path.read_text()))
+    now = _flatten(current)
+    changed = sorted(k for k in set(saved) | set(now)
+                     if k not in _RELOCATABLE_FIELDS and saved.get(k) != now.get(k))
+    if changed:
+      diffs = ', '.join(f'{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in changed[:3])
+      raise UserError(f'{workdir} holds a run with a different config ({diffs}); use a new '
+                      '--workdir, or repeat the overrides that run used (see its config.json)')
+    return
+  path.write_text(json.dumps(current, indent=2, sort_keys=True) + '\n')
+
+
+def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was trained with."""
+  path = pathlib.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise UserError(f'{path} does not exist; pass the --workdir of a training run')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def manager(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
+            read_only: bool = False) -> ocp.CheckpointManager:
+  """Keeps the latest `config.keep_checkpoints` plus the best by eval accuracy.
+
+  A save cut short by a crash leaves a `STEP.orbax-checkpoint-tmp` folder; orbax ignores it and
+  replaces it when the resumed run saves that step again.
+  """
+  best = ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m['accuracy'], n=1,
+                                       keep_checkpoints_without_metrics=False)
+  options = ocp.CheckpointManagerOptions(
+      best_fn=lambda m: m['accuracy'], best_mode='max', read_only=read_only,
+      create=not read_only, save_interval_steps=0 if read_only else 1,
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+          [ocp.checkpoint_managers.LatestN(config.keep_checkpoints), best]))
+  return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
+
+
+def restore(mngr: ocp.CheckpointManager, state: Any, step: int) -> Any:
+  """Restores `step` into the structure, dtypes and shardings of `state`."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def restore_variables(workdir: str | pathlib.Path, step: int | None = None
+                      ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+  """(config, model variables, step) of a run's best checkpoint, or of `step`; no optimizer."""
+  config = load_config(workdir)
+  mngr = manager(workdir, config, read_only=True)
+  step = mngr.best_step() if step is None else step
+  if step is None or step not in mngr.all_steps():
+    raise UserError(f'no checkpoint {"" if step is None else f"at step {step} "}in '
+                    f'{pathlib.Path(workdir) / CHECKPOINT_DIR} (it has steps '
+                    f'{list(mngr.all_steps())}); pass one of those with --step')
+  restored = mngr.restore(step, args=ocp.args.StandardRestore())
+  return config, {'params': restored['params']}, step
