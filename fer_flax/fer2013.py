@@ -43,15 +43,23 @@ class Record:
   split: str
 
 
-def to_model_input(image: Image.Image) -> np.ndarray:
-  """Converts any PIL image to the 48x48 uint8 grayscale array the models see."""
+def grayscale(image: Image.Image) -> Image.Image:
+  """Any PIL image (upright per its EXIF, transparency on white) as 8-bit grayscale."""
   image = ImageOps.exif_transpose(image)
   if image.mode not in ('L', 'RGB'):
     image = image.convert('RGBA' if 'A' in image.getbands() or image.mode == 'P' else 'RGB')
     if image.mode == 'RGBA':
       white = Image.new('RGBA', image.size, (255, 255, 255, 255))
       image = Image.alpha_composite(white, image)
-  image = image.convert('L')
+  return image.convert('L')
+
+
+def to_model_input(image: Image.Image) -> np.ndarray:
+  """Converts any PIL image to the 48x48 uint8 grayscale array the models see.
+
+  Training data and photos at prediction time both pass through here, so they match.
+  """
+  image = grayscale(image)
   if image.size != (IMAGE_SIZE, IMAGE_SIZE):
     image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
   return np.asarray(image, dtype=np.uint8)

@@ -99,3 +99,13 @@ def tiny_config(archive: pathlib.Path, tfds_dir: pathlib.Path, **overrides):
   config.optimizer.learning_rate = 3e-3
   config.update_from_flattened_dict(overrides)
   return config
+
+
+@pytest.fixture(scope='session')
+def finished_run(tmp_path_factory, small_archive, tfds_dir):
+  """A tiny run trained to the end: (config, workdir, final state). Tests must not change it."""
+  from fer_flax import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('run')
+  config = tiny_config(small_archive, tfds_dir, num_epochs=5)
+  state = train.train_and_evaluate(config, str(workdir))
+  return config, workdir, state

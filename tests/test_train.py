@@ -29,15 +29,6 @@ def _records(workdir, split):
           if r['split'] == split]
 
 
-@pytest.fixture(scope='module')
-def finished_run(tmp_path_factory, small_archive, tfds_dir):
-  """A tiny run trained to the end: (config, workdir, final state)."""
-  workdir = tmp_path_factory.mktemp('run')
-  config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=5)
-  state = train.train_and_evaluate(config, str(workdir))
-  return config, workdir, state
-
-
 def test_loss_falls_and_the_task_is_learned(finished_run):
   _, workdir, state = finished_run
   losses = [r['loss'] for r in _records(workdir, 'train')]

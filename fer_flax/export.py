@@ -1,0 +1,75 @@
+"""Packs a trained checkpoint as the model shipped inside the package.
+
+  python -m fer_flax.export --workdir=DIR [--step=N] [--out=fer_flax/pretrained]
+
+Writes `model.msgpack` (the parameters in float16, half the size) and `model.json` (the model
+config and where it came from). `fer_flax.Predictor.pretrained()` and
+`python -m fer_flax.predict --model=pretrained` load them.
+"""
+
+import json
+import pathlib
+import sys
+from typing import Any
+
+import flax.serialization
+import jax
+import numpy as np
+from absl import app, flags
+
+from fer_flax import checkpoints, predict
+from fer_flax.errors import UserError
+
+MAX_MEGABYTES = 25.0
+
+
+def export(workdir: str, out: str | pathlib.Path, step: int | None = None,
+           max_megabytes: float = MAX_MEGABYTES) -> dict[str, Any]:
+  """Writes the pretrained-model files for `workdir`'s best checkpoint (or `step`)."""
+  config, variables, step = checkpoints.restore_variables(workdir, step)
+  params = jax.tree.map(lambda x: np.asarray(x, np.float16), variables['params'])
+  blob = flax.serialization.msgpack_serialize(params)
+  megabytes = len(blob) / 2**20
+  if megabytes > max_megabytes:
+    raise UserError(f'{config.model.name} is {megabytes:.1f} MB in float16, over the '
+                    f'{max_megabytes:g} MB the package may carry; export a smaller model')
+  metrics = checkpoints.manager(workdir, config, read_only=True).metrics(step) or {}
+  info = {
+      'model': config.model.to_dict(),
+      'step': step,
+      'eval_split': config.data.eval_split,
+      'eval_accuracy_float32': metrics.get('accuracy'),
+      'parameters': int(sum(x.size for x in jax.tree.leaves(params))),
+      'dtype': 'float16',
+      'megabytes': round(megabytes, 2),
+      'config': json.loads(config.to_json_best_effort()),
+  }
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / predict.PRETRAINED_PARAMS).write_bytes(blob)
+  (out / predict.PRETRAINED_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + '\n')
+  return info
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'The training run to export.')
+flags.DEFINE_integer('step', None, 'Checkpoint step; default: the best.')
+flags.DEFINE_string('out', str(predict.PRETRAINED_DIR), 'Where to write the model files.')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.workdir:
+    raise app.UsageError('--workdir is required')
+  try:
+    info = export(FLAGS.workdir, FLAGS.out, FLAGS.step)
+  except UserError as e:
+    sys.exit(f'fer_flax: error: {e}')
+  print(f'exported {info["model"]["name"]} step {info["step"]} ({info["parameters"]:,} parameters, '
+        f'{info["megabytes"]} MB, {info["eval_split"]} accuracy {info["eval_accuracy_float32"]}) '
+        f'to {FLAGS.out}')
+
+
+if __name__ == '__main__':
+  app.run(main)
