@@ -22,14 +22,6 @@ from fer_flax import tfds_builder, train
 from fer_flax.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'The training run to evaluate.')
-flags.DEFINE_string('split', 'public_test', 'train, public_test, private_test or test.')
-flags.DEFINE_string('data', None, 'FER2013 archive, folder or CSV; default: the one training used.')
-flags.DEFINE_string('tfds_data_dir', None, 'Prepared TFDS data dir; default: the one training used.')
-flags.DEFINE_integer('step', None, 'Checkpoint step to restore; default: the best.')
-flags.DEFINE_enum('tta', 'none', augment.TTA_MODES,
-                  'Test-time augmentation: average the probabilities of flipped or shifted views.')
-flags.DEFINE_string('json', None, 'Where to write the report; default: WORKDIR/eval/NAME.json.')
 
 
 def evaluate_checkpoint(workdir: str, split: str, data: str | None = None,
@@ -55,8 +47,6 @@ def evaluate_checkpoint(workdir: str, split: str, data: str | None = None,
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.workdir:
-    raise app.UsageError('--workdir is required')
   try:
     result = evaluate_checkpoint(FLAGS.workdir, FLAGS.split, FLAGS.data, FLAGS.tfds_data_dir,
                                  FLAGS.step, FLAGS.tta)
@@ -72,5 +62,19 @@ def main(argv: list[str]) -> None:
     print(f'\nwrote {path} and {png}')
 
 
+def _define_flags() -> None:
+  flags.DEFINE_string('workdir', None, 'The training run to evaluate.')
+  flags.DEFINE_string('split', 'public_test', 'train, public_test, private_test or test.')
+  flags.DEFINE_string('data', None, 'FER2013 archive, folder or CSV; default: training\'s.')
+  flags.DEFINE_string('tfds_data_dir', None, 'Prepared TFDS data dir; default: training\'s.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step to restore; default: the best.')
+  flags.DEFINE_enum('tta', 'none', augment.TTA_MODES,
+                    'Test-time augmentation: average the probabilities of flipped or shifted views.')
+  flags.DEFINE_string('json', None, 'Where to write the report; default: WORKDIR/eval/NAME.json.')
+  flags.mark_flag_as_required('workdir')
+
+
 if __name__ == '__main__':
+  # Defined here, not at import, so that other modules and tests can import this one.
+  _define_flags()
   app.run(main)

@@ -52,16 +52,11 @@ def export(workdir: str, out: str | pathlib.Path, step: int | None = None,
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'The training run to export.')
-flags.DEFINE_integer('step', None, 'Checkpoint step; default: the best.')
-flags.DEFINE_string('out', str(predict.PRETRAINED_DIR), 'Where to write the model files.')
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.workdir:
-    raise app.UsageError('--workdir is required')
   try:
     info = export(FLAGS.workdir, FLAGS.out, FLAGS.step)
   except UserError as e:
@@ -71,5 +66,14 @@ def main(argv: list[str]) -> None:
         f'to {FLAGS.out}')
 
 
+def _define_flags() -> None:
+  flags.DEFINE_string('workdir', None, 'The training run to export.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default: the best.')
+  flags.DEFINE_string('out', str(predict.PRETRAINED_DIR), 'Where to write the model files.')
+  flags.mark_flag_as_required('workdir')
+
+
 if __name__ == '__main__':
+  # Defined here, not at import, so that other modules and tests can import this one.
+  _define_flags()
   app.run(main)

@@ -1,8 +1,11 @@
-"""Figures: the confusion matrix of an evaluation and the training curves of a run.
+"""Figures: confusion matrices, training curves, and grids of example predictions.
 
-  python -m fer_flax.plots --workdir=DIR [--out=FILE.png]
+  python -m fer_flax.plots curves --workdir=DIR [--out=FILE.png]
+  python -m fer_flax.plots grid (--model=pretrained | --workdir=DIR) --data=PATH
+      [--split=public_test] [--per_class=3] [--out=FILE.png]
 
-draws the run's training curves from its metrics.jsonl (default: DIR/curves.png).
+`curves` draws a run's loss and accuracy from its metrics.jsonl (default: DIR/curves.png); `grid`
+classifies a few faces of each class of a split and shows them with true and predicted labels.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from absl import app, flags  # pylint: disable=g-import-not-at-top
 
-from fer_flax import writers  # pylint: disable=g-import-not-at-top
+from fer_flax import fer2013, writers  # pylint: disable=g-import-not-at-top
 from fer_flax.errors import UserError  # pylint: disable=g-import-not-at-top
 
 
@@ -72,6 +75,38 @@ def curves_png(records: Sequence[dict[str, Any]], path: str | pathlib.Path,
   return _save(fig, path)
 
 
+def prediction_grid_png(predictor: Any, source: Any, split: str, path: str | pathlib.Path,
+                        per_class: int = 3, seed: int = 0) -> pathlib.Path:
+  """`per_class` random faces of each class of `split`, titled true -> predicted (confidence)."""
+  records = [r for r in source.records if r.split == split]
+  if not records:
+    raise UserError(f'split {split!r} is not in {source.path} (it has '
+                    f'{", ".join(source.split_sizes())}); pass one of those with --split')
+  rng = np.random.default_rng(seed)
+  names = fer2013.EMOTIONS
+  chosen = []
+  for label in range(len(names)):
+    of_class = [r for r in records if r.label == label]
+    chosen += [of_class[i] for i in sorted(rng.choice(len(of_class), min(per_class, len(of_class)),
+                                                      replace=False))]
+  keys = {r.key for r in chosen}
+  images = {r.key: img for r, img in source.examples(split) if r.key in keys}
+  probabilities = predictor.classify([images[r.key] for r in chosen])
+  fig, axes = plt.subplots(per_class, len(names), figsize=(1.6 * len(names), 2.1 * per_class),
+                           dpi=120, squeeze=False)
+  for ax in axes.flat:
+    ax.axis('off')
+  for i, (record, p) in enumerate(zip(chosen, probabilities)):
+    ax = axes[i % per_class, record.label]
+    predicted = int(np.argmax(p))
+    ax.imshow(images[record.key], cmap='gray', vmin=0, vmax=255)
+    ax.set_title(f'{names[record.label]}\n-> {names[predicted]} {p[predicted]:.0%}', fontsize=8,
+                 color='green' if predicted == record.label else 'red')
+  fig.suptitle(f'{split}: true label -> prediction (green: right, red: wrong)', fontsize=10)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
 def _save(fig: Any, path: str | pathlib.Path) -> pathlib.Path:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,25 +118,46 @@ def _save(fig: Any, path: str | pathlib.Path) -> pathlib.Path:
 FLAGS = flags.FLAGS
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+def _define_flags() -> None:
+  flags.DEFINE_string('workdir', None, 'A training run: its metrics (curves) or its best '
+                      'checkpoint (grid).')
+  flags.DEFINE_string('model', None, 'grid: "pretrained", or a folder written by fer_flax.export.')
+  flags.DEFINE_string('data', None, 'grid: FER2013 archive, folder or CSV.')
+  flags.DEFINE_string('split', 'public_test', 'grid: the split whose faces are shown.')
+  flags.DEFINE_integer('per_class', 3, 'grid: faces per class.')
+  flags.DEFINE_string('out', None, 'The PNG to write; default: WORKDIR/curves.png or grid.png.')
+
+
+def _curves() -> pathlib.Path:
   if not FLAGS.workdir:
-    raise app.UsageError('--workdir is required')
+    raise app.UsageError('curves needs --workdir')
   metrics = pathlib.Path(FLAGS.workdir) / writers.METRICS_FILE
+  if not metrics.exists():
+    raise UserError(f'{metrics} does not exist; pass the --workdir of a training run')
+  return curves_png(writers.read_metrics(metrics),
+                    FLAGS.out or pathlib.Path(FLAGS.workdir, 'curves.png'), title=str(FLAGS.workdir))
+
+
+def _grid() -> pathlib.Path:
+  from fer_flax import predict  # pylint: disable=g-import-not-at-top
+  if (FLAGS.model is None) == (FLAGS.workdir is None) or not FLAGS.data:
+    raise app.UsageError('grid needs --data and one of --model and --workdir')
+  predictor = predict.Predictor.load(FLAGS.model, FLAGS.workdir, detect=False)
+  return prediction_grid_png(predictor, fer2013.Source(FLAGS.data), FLAGS.split,
+                             FLAGS.out or 'grid.png', per_class=FLAGS.per_class)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) != 2 or argv[1] not in ('curves', 'grid'):
+    raise app.UsageError('usage: python -m fer_flax.plots curves|grid [flags]')
   try:
-    if not metrics.exists():
-      raise UserError(f'{metrics} does not exist; pass the --workdir of a training run')
-    out = curves_png(writers.read_metrics(metrics), FLAGS.out or pathlib.Path(FLAGS.workdir,
-                                                                              'curves.png'),
-                     title=str(FLAGS.workdir))
+    out = _curves() if argv[1] == 'curves' else _grid()
   except UserError as e:
     sys.exit(f'fer_flax: error: {e}')
   print(out)
 
 
 if __name__ == '__main__':
-  # Defined here, not at import: evaluate and predict import this module and have flags of their own.
-  flags.DEFINE_string('workdir', None, 'A training run; its metrics.jsonl is drawn.')
-  flags.DEFINE_string('out', None, 'The PNG to write; default: WORKDIR/curves.png.')
+  # Defined here, not at import: evaluate imports this module and has flags of its own.
+  _define_flags()
   app.run(main)

@@ -115,6 +115,14 @@ class Predictor:
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     return cls(model, {'params': params}, **kwargs)
 
+  @classmethod
+  def load(cls, model: str | None = None, workdir: str | None = None, step: int | None = None,
+           **kwargs: Any) -> Predictor:
+    """From `model` ("pretrained" or an exported folder) or from a training run's `workdir`."""
+    if workdir:
+      return cls.from_workdir(workdir, step, **kwargs)
+    return cls.pretrained(PRETRAINED_DIR if model in (None, 'pretrained') else model, **kwargs)
+
   def detect(self, image: Image.Image) -> list[tuple[int, int, int, int]]:
     """Face boxes (x, y, width, height), largest first."""
     gray = np.asarray(fer2013.grayscale(image))
@@ -317,11 +325,7 @@ def main(argv: list[str]) -> None:
   options = dict(detect=not FLAGS['no-detect'].value, margin=FLAGS.margin, min_face_size=FLAGS.min_face_size,
                  batch_size=FLAGS.batch_size)
   try:
-    if FLAGS.workdir:
-      predictor = Predictor.from_workdir(FLAGS.workdir, FLAGS.step, **options)
-    else:
-      directory = PRETRAINED_DIR if FLAGS.model == 'pretrained' else FLAGS.model
-      predictor = Predictor.pretrained(directory, **options)
+    predictor = Predictor.load(FLAGS.model, FLAGS.workdir, FLAGS.step, **options)
   except UserError as e:
     sys.exit(f'fer_flax: error: {e}')
   annotate_dir = pathlib.Path(FLAGS.annotate) if FLAGS.annotate else None

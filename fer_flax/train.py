@@ -6,6 +6,7 @@ inserts the gradient all-reduce (the JAX docs recommend this over `pmap`, now in
 
 from __future__ import annotations
 
+import collections
 import functools
 import pathlib
 import time
@@ -27,6 +28,7 @@ from fer_flax.errors import UserError
 
 TrainState = train_state.TrainState
 Metrics = dict[str, jax.Array]
+
 
 def create_learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
                                   total_steps: int) -> optax.Schedule:
@@ -167,11 +169,11 @@ class Parallel:
   def prefetch(self, batches: Iterable[dict[str, np.ndarray]],
                size: int) -> Iterator[dict[str, jax.Array]]:
     """Keeps `size` batches in flight to the devices while the current one computes."""
-    queue = []
+    queue = collections.deque()
     for batch in batches:
       queue.append(self.to_global(batch))
       if len(queue) > size:
-        yield queue.pop(0)
+        yield queue.popleft()
     yield from queue
 
 
@@ -189,6 +191,7 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, rng: jax.Ar
 
 def evaluate(variables: dict[str, Any], eval_step_fn: Callable,
              batches: Iterable[dict[str, jax.Array]]) -> dict[str, Any]:
+  """Loss, accuracy and confusion matrix of `variables` over one pass of eval batches."""
   return summarize(eval_step_fn(variables, batch) for batch in batches)
 
 

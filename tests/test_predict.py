@@ -160,3 +160,15 @@ def test_exported_float16_model_agrees_with_its_checkpoint(finished_run, exporte
   info = json.loads((exported / predict.PRETRAINED_INFO).read_text())
   assert info['dtype'] == 'float16' and info['model']['name'] == 'seed_cnn'
   assert len((exported / predict.PRETRAINED_PARAMS).read_bytes()) < 0.6 * 4 * info['parameters']
+
+
+def test_prediction_grid_png(exported, small_archive, tmp_path):
+  from fer_flax import plots  # pylint: disable=g-import-not-at-top
+  predictor = fer_flax.Predictor.pretrained(exported, detect=False)
+  path = plots.prediction_grid_png(predictor, fer2013.Source(small_archive), 'public_test',
+                                   tmp_path / 'grid.png', per_class=2)
+  with Image.open(path) as image:
+    assert image.format == 'PNG' and image.size[0] > 800
+  with pytest.raises(UserError, match=r"split 'private_test' is not in"):
+    plots.prediction_grid_png(predictor, fer2013.Source(small_archive), 'private_test',
+                              tmp_path / 'x.png')
