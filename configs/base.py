@@ -1,4 +1,7 @@
-"""Trains `seed_cnn` as the original project did: Adam 1e-3 (Keras defaults), batch 64, no augmentation."""
+"""Trains `seed_cnn` as the original project did.
+
+Adam 1e-3 with Keras' defaults, batch 64, no augmentation.
+"""
 
 import ml_collections
 

@@ -31,8 +31,9 @@ def evaluate_checkpoint(workdir: str, split: str, data: str | None = None,
   config, variables, step = checkpoints.restore_variables(workdir, step)
   parallel = train.Parallel()
   parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
-  builder = tfds_builder.prepare(data or config.data.path,
-                                 config.data.tfds_data_dir if tfds_data_dir is None else tfds_data_dir)
+  if tfds_data_dir is None:
+    tfds_data_dir = config.data.tfds_data_dir
+  builder = tfds_builder.prepare(data or config.data.path, tfds_data_dir)
   eval_ds, _ = input_pipeline.eval_data(builder, split, config.eval_batch_size,
                                         jax.process_index(), jax.process_count())
   model = models.create_model(config.model, num_classes=len(fer2013.EMOTIONS))
@@ -52,7 +53,9 @@ def main(argv: list[str]) -> None:
                                  FLAGS.step, FLAGS.tta)
   except UserError as e:
     sys.exit(f'fer_flax: error: {e}')
-  name = f'{result["split"]}-step{result["step"]}' + ('' if FLAGS.tta == 'none' else f'-{FLAGS.tta}')
+  name = f'{result["split"]}-step{result["step"]}'
+  if FLAGS.tta != 'none':
+    name += f'-{FLAGS.tta}'
   path = pathlib.Path(FLAGS.json or pathlib.Path(FLAGS.workdir, 'eval', f'{name}.json'))
   print(report.format_report(result))
   if jax.process_index() == 0:
@@ -69,7 +72,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('tfds_data_dir', None, 'Prepared TFDS data dir; default: training\'s.')
   flags.DEFINE_integer('step', None, 'Checkpoint step to restore; default: the best.')
   flags.DEFINE_enum('tta', 'none', augment.TTA_MODES,
-                    'Test-time augmentation: average the probabilities of flipped or shifted views.')
+                    'Test-time augmentation: average the probabilities of flipped or shifted '
+                    'views.')
   flags.DEFINE_string('json', None, 'Where to write the report; default: WORKDIR/eval/NAME.json.')
   flags.mark_flag_as_required('workdir')
 

@@ -10,7 +10,8 @@ import logging as std_logging
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads: its C++ start-up chatter.
+# Set before TensorFlow loads, to keep its C++ start-up chatter off the console.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging

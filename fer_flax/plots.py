@@ -134,8 +134,8 @@ def _curves() -> pathlib.Path:
   metrics = pathlib.Path(FLAGS.workdir) / writers.METRICS_FILE
   if not metrics.exists():
     raise UserError(f'{metrics} does not exist; pass the --workdir of a training run')
-  return curves_png(writers.read_metrics(metrics),
-                    FLAGS.out or pathlib.Path(FLAGS.workdir, 'curves.png'), title=str(FLAGS.workdir))
+  out = FLAGS.out or pathlib.Path(FLAGS.workdir, 'curves.png')
+  return curves_png(writers.read_metrics(metrics), out, title=str(FLAGS.workdir))
 
 
 def _grid() -> pathlib.Path:

@@ -28,7 +28,6 @@ from typing import Any
 import cv2
 import flax.serialization
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags
@@ -322,7 +321,8 @@ def main(argv: list[str]) -> None:
                          '--workdir')
   if FLAGS.json and FLAGS.csv:
     raise app.UsageError('give at most one of --json and --csv')
-  options = dict(detect=not FLAGS['no-detect'].value, margin=FLAGS.margin, min_face_size=FLAGS.min_face_size,
+  options = dict(detect=not FLAGS['no-detect'].value, margin=FLAGS.margin,
+                 min_face_size=FLAGS.min_face_size,
                  batch_size=FLAGS.batch_size)
   try:
     predictor = Predictor.load(FLAGS.model, FLAGS.workdir, FLAGS.step, **options)

@@ -91,9 +91,9 @@ def prepare(path: str | os.PathLike, data_dir: str | None = None) -> tfds.core.D
     previous = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
     if previous.get('fingerprint') != stamp['fingerprint']:
       raise UserError(
-          f'{builder.data_dir} was prepared from {previous.get("path", "another source")}, not from '
-          f'{source.path}; pass --config.data.tfds_data_dir=NEW_DIR, or delete {builder.data_dir} '
-          'to prepare it again')
+          f'{builder.data_dir} was prepared from {previous.get("path", "another source")}, '
+          f'not from {source.path}; pass --config.data.tfds_data_dir=NEW_DIR, or delete '
+          f'{builder.data_dir} to prepare it again')
     return builder
   builder.download_and_prepare()
   stamp_path.write_text(json.dumps(stamp, indent=2) + '\n')

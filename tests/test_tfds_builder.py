@@ -1,4 +1,4 @@
-"""The `fer2013` TFDS builder: loadable with tfds.load, prepared once, never mixed with other data."""
+"""The `fer2013` TFDS builder: loadable with tfds.load, prepared once, never mixed up."""
 
 import zipfile
 

@@ -1,7 +1,6 @@
-"""Training: it learns, resumes exactly after kill -9, refuses mixed configs, and restores for eval."""
+"""Training learns, resumes exactly after kill -9, refuses mixed configs, restores for eval."""
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -119,7 +118,8 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, small_archive
   jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, straight.opt_state)
   for split in ('train', 'public_test'):
     steps = [r['step'] for r in _records(killed, split)]
-    assert steps == sorted(set(steps)) == [r['step'] for r in _records(tmp_path / 'straight', split)]
+    straight_steps = [r['step'] for r in _records(tmp_path / 'straight', split)]
+    assert steps == sorted(set(steps)) == straight_steps
 
 
 def test_cli_errors_are_one_line(tmp_path):
