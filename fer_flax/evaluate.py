@@ -2,6 +2,7 @@
 
   python -m fer_flax.evaluate --workdir=DIR --split=private_test [--data=PATH] [--step=N]
       [--tta=none|flip|tencrop] [--json=FILE]
+  python -m fer_flax.evaluate --model=pretrained --split=public_test --data=PATH
 
 Restores the best checkpoint (by the eval accuracy recorded during training) or --step, with the
 config saved in the workdir. Prints a table and writes, into WORKDIR/eval/, the JSON report
@@ -15,20 +16,20 @@ import sys
 from typing import Any
 
 import jax
+import ml_collections
 from absl import app, flags
 
-from fer_flax import augment, checkpoints, fer2013, input_pipeline, models, plots, report
+from fer_flax import augment, checkpoints, export, fer2013, input_pipeline, models, plots, report
 from fer_flax import tfds_builder, train
 from fer_flax.errors import UserError
 
 FLAGS = flags.FLAGS
 
 
-def evaluate_checkpoint(workdir: str, split: str, data: str | None = None,
-                        tfds_data_dir: str | None = None, step: int | None = None,
-                        tta: str = 'none') -> dict[str, Any]:
-  """Restores a checkpoint of `workdir`, scores it on `split`, and returns the full report."""
-  config, variables, step = checkpoints.restore_variables(workdir, step)
+def evaluate_model(config: ml_collections.ConfigDict, variables: dict[str, Any], split: str,
+                   data: str | None = None, tfds_data_dir: str | None = None,
+                   tta: str = 'none') -> dict[str, Any]:
+  """Scores model variables trained with `config` on `split`; returns the full report."""
   parallel = train.Parallel()
   parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
   if tfds_data_dir is None:
@@ -40,23 +41,47 @@ def evaluate_checkpoint(workdir: str, split: str, data: str | None = None,
   variables = jax.device_put(variables, parallel.replicated)
   result = train.evaluate(variables, parallel.jit_eval_step(model.apply, tta),
                           map(parallel.to_global, eval_ds.as_numpy_iterator()))
-  return {'split': split, 'step': step, 'tta': tta, 'examples': result['examples'],
-          'loss': result['loss'],
+  return {'split': split, 'tta': tta, 'examples': result['examples'], 'loss': result['loss'],
           **report.classification_report(result['confusion'], fer2013.EMOTIONS)}
+
+
+def evaluate_checkpoint(workdir: str, split: str, data: str | None = None,
+                        tfds_data_dir: str | None = None, step: int | None = None,
+                        tta: str = 'none') -> dict[str, Any]:
+  """Restores the best checkpoint of `workdir` (or `step`) and scores it on `split`."""
+  config, variables, step = checkpoints.restore_variables(workdir, step)
+  return {'step': step, **evaluate_model(config, variables, split, data, tfds_data_dir, tta)}
+
+
+def evaluate_exported(directory: str | pathlib.Path, split: str, data: str | None = None,
+                      tfds_data_dir: str | None = None, tta: str = 'none') -> dict[str, Any]:
+  """Scores an exported model (the shipped one, by default) on `split`."""
+  config, variables, info = export.load(directory)
+  return {'step': info['step'], 'model': str(directory),
+          **evaluate_model(config, variables, split, data, tfds_data_dir, tta)}
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if (FLAGS.model is None) == (FLAGS.workdir is None):
+    raise app.UsageError('give exactly one of --workdir and --model')
   try:
-    result = evaluate_checkpoint(FLAGS.workdir, FLAGS.split, FLAGS.data, FLAGS.tfds_data_dir,
-                                 FLAGS.step, FLAGS.tta)
+    if FLAGS.workdir:
+      result = evaluate_checkpoint(FLAGS.workdir, FLAGS.split, FLAGS.data, FLAGS.tfds_data_dir,
+                                   FLAGS.step, FLAGS.tta)
+    else:
+      result = evaluate_exported(export.resolve(FLAGS.model), FLAGS.split, FLAGS.data,
+                                 FLAGS.tfds_data_dir, FLAGS.tta)
   except UserError as e:
     sys.exit(f'fer_flax: error: {e}')
   name = f'{result["split"]}-step{result["step"]}'
+  if FLAGS.model:
+    name = f'{pathlib.Path(FLAGS.model).name}-{name}'
   if FLAGS.tta != 'none':
     name += f'-{FLAGS.tta}'
-  path = pathlib.Path(FLAGS.json or pathlib.Path(FLAGS.workdir, 'eval', f'{name}.json'))
+  eval_dir = pathlib.Path(FLAGS.workdir or '.', 'eval')
+  path = pathlib.Path(FLAGS.json or eval_dir / f'{name}.json')
   print(report.format_report(result))
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +92,8 @@ def main(argv: list[str]) -> None:
 
 def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'The training run to evaluate.')
+  flags.DEFINE_string('model', None, 'Instead of --workdir: "pretrained" (the shipped model) or a '
+                      'folder written by fer_flax.export; its report goes to ./eval/.')
   flags.DEFINE_string('split', 'public_test', 'train, public_test, private_test or test.')
   flags.DEFINE_string('data', None, 'FER2013 archive, folder or CSV; default: training\'s.')
   flags.DEFINE_string('tfds_data_dir', None, 'Prepared TFDS data dir; default: training\'s.')
@@ -75,7 +102,6 @@ def _define_flags() -> None:
                     'Test-time augmentation: average the probabilities of flipped or shifted '
                     'views.')
   flags.DEFINE_string('json', None, 'Where to write the report; default: WORKDIR/eval/NAME.json.')
-  flags.mark_flag_as_required('workdir')
 
 
 if __name__ == '__main__':

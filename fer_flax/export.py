@@ -14,13 +14,17 @@ from typing import Any
 
 import flax.serialization
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags
 
-from fer_flax import checkpoints, predict
+from fer_flax import checkpoints
 from fer_flax.errors import UserError
 
 MAX_MEGABYTES = 25.0
+PRETRAINED_DIR = pathlib.Path(__file__).parent / 'pretrained'
+PARAMS_FILE = 'model.msgpack'
+INFO_FILE = 'model.json'
 
 
 def export(workdir: str, out: str | pathlib.Path, step: int | None = None,
@@ -46,9 +50,28 @@ def export(workdir: str, out: str | pathlib.Path, step: int | None = None,
   }
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / predict.PRETRAINED_PARAMS).write_bytes(blob)
-  (out / predict.PRETRAINED_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + '\n')
+  (out / PARAMS_FILE).write_bytes(blob)
+  (out / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + '\n')
   return info
+
+
+def resolve(model: str) -> pathlib.Path:
+  """The folder of `model`: "pretrained" is the one shipped in the package."""
+  return PRETRAINED_DIR if model == 'pretrained' else pathlib.Path(model)
+
+
+def load(directory: str | pathlib.Path = PRETRAINED_DIR
+         ) -> tuple[ml_collections.ConfigDict, dict[str, Any], dict[str, Any]]:
+  """(training config, float32 variables, info) of an exported model."""
+  directory = pathlib.Path(directory)
+  info_path, params_path = directory / INFO_FILE, directory / PARAMS_FILE
+  if not info_path.exists() or not params_path.exists():
+    raise UserError(f'no pretrained model in {directory}; reinstall fer_flax, or export one with '
+                    'python -m fer_flax.export --workdir=DIR')
+  info = json.loads(info_path.read_text())
+  params = flax.serialization.msgpack_restore(params_path.read_bytes())
+  params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  return ml_collections.ConfigDict(info['config']), {'params': params}, info
 
 
 FLAGS = flags.FLAGS
@@ -69,7 +92,7 @@ def main(argv: list[str]) -> None:
 def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'The training run to export.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the best.')
-  flags.DEFINE_string('out', str(predict.PRETRAINED_DIR), 'Where to write the model files.')
+  flags.DEFINE_string('out', str(PRETRAINED_DIR), 'Where to write the model files.')
   flags.mark_flag_as_required('workdir')
 
 

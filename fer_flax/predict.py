@@ -26,19 +26,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import cv2
-import flax.serialization
 import jax
-import ml_collections
 import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from fer_flax import checkpoints, fer2013, models
+from fer_flax import checkpoints, export, fer2013, models
 from fer_flax.errors import UserError
 
-PRETRAINED_DIR = pathlib.Path(__file__).parent / 'pretrained'
-PRETRAINED_PARAMS = 'model.msgpack'
-PRETRAINED_INFO = 'model.json'
 # FER2013 faces are framed like OpenCV's Haar boxes: on 129 public_test faces pasted into larger
 # images, the original crop was 1.04x the detected box (median). So the default margin is 2%.
 DEFAULT_MARGIN = 0.02
@@ -100,19 +95,12 @@ class Predictor:
     return cls(model, variables, **kwargs)
 
   @classmethod
-  def pretrained(cls, directory: str | os.PathLike = PRETRAINED_DIR, **kwargs: Any) -> Predictor:
-    """The model shipped inside the package (see `python -m fer_flax.export`)."""
-    directory = pathlib.Path(directory)
-    info_path, params_path = directory / PRETRAINED_INFO, directory / PRETRAINED_PARAMS
-    if not info_path.exists() or not params_path.exists():
-      raise UserError(f'no pretrained model in {directory}; reinstall fer_flax, or export one with '
-                      'python -m fer_flax.export --workdir=DIR')
-    info = json.loads(info_path.read_text())
-    model = models.create_model(ml_collections.ConfigDict(info['model']),
-                                num_classes=len(fer2013.EMOTIONS))
-    params = flax.serialization.msgpack_restore(params_path.read_bytes())
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-    return cls(model, {'params': params}, **kwargs)
+  def pretrained(cls, directory: str | os.PathLike = export.PRETRAINED_DIR,
+                 **kwargs: Any) -> Predictor:
+    """The model shipped inside the package, or one written by `python -m fer_flax.export`."""
+    config, variables, _ = export.load(directory)
+    model = models.create_model(config.model, num_classes=len(fer2013.EMOTIONS))
+    return cls(model, variables, **kwargs)
 
   @classmethod
   def load(cls, model: str | None = None, workdir: str | None = None, step: int | None = None,
@@ -120,7 +108,7 @@ class Predictor:
     """From `model` ("pretrained" or an exported folder) or from a training run's `workdir`."""
     if workdir:
       return cls.from_workdir(workdir, step, **kwargs)
-    return cls.pretrained(PRETRAINED_DIR if model in (None, 'pretrained') else model, **kwargs)
+    return cls.pretrained(export.resolve(model or 'pretrained'), **kwargs)
 
   def detect(self, image: Image.Image) -> list[tuple[int, int, int, int]]:
     """Face boxes (x, y, width, height), largest first."""

@@ -157,9 +157,9 @@ def test_exported_float16_model_agrees_with_its_checkpoint(finished_run, exporte
   shipped = fer_flax.Predictor.pretrained(exported, detect=False)
   faces = [conftest.face(label, np.random.default_rng(label)) for label in range(7)]
   np.testing.assert_allclose(shipped.classify(faces), from_checkpoint.classify(faces), atol=2e-3)
-  info = json.loads((exported / predict.PRETRAINED_INFO).read_text())
+  info = json.loads((exported / export.INFO_FILE).read_text())
   assert info['dtype'] == 'float16' and info['model']['name'] == 'seed_cnn'
-  assert len((exported / predict.PRETRAINED_PARAMS).read_bytes()) < 0.6 * 4 * info['parameters']
+  assert len((exported / export.PARAMS_FILE).read_bytes()) < 0.6 * 4 * info['parameters']
 
 
 def test_prediction_grid_png(exported, small_archive, tmp_path):
@@ -172,3 +172,12 @@ def test_prediction_grid_png(exported, small_archive, tmp_path):
   with pytest.raises(UserError, match=r"split 'private_test' is not in"):
     plots.prediction_grid_png(predictor, fer2013.Source(small_archive), 'private_test',
                               tmp_path / 'x.png')
+
+
+def test_evaluate_an_exported_model(finished_run, exported):
+  from fer_flax import evaluate  # pylint: disable=g-import-not-at-top
+  shipped = evaluate.evaluate_exported(exported, 'public_test')
+  original = evaluate.evaluate_checkpoint(str(finished_run[1]), 'public_test')
+  assert shipped['step'] == original['step'] and shipped['examples'] == 28
+  assert shipped['accuracy'] == pytest.approx(original['accuracy'], abs=1 / 28)
+  assert shipped['loss'] == pytest.approx(original['loss'], rel=1e-2)
