@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import fer_flax
-from fer_flax import export, fer2013, predict
+from fer_flax import export, fer2013, models, predict
 from fer_flax.errors import UserError
 from tests import conftest
 
@@ -181,3 +181,13 @@ def test_evaluate_an_exported_model(finished_run, exported):
   assert shipped['step'] == original['step'] and shipped['examples'] == 28
   assert shipped['accuracy'] == pytest.approx(original['accuracy'], abs=1 / 28)
   assert shipped['loss'] == pytest.approx(original['loss'], rel=1e-2)
+
+
+def test_the_shipped_model_labels_the_face_in_a_photo():
+  """`pip install` then `--model=pretrained`: no training, no download."""
+  info = json.loads((export.PRETRAINED_DIR / export.INFO_FILE).read_text())
+  assert (export.PRETRAINED_DIR / export.PARAMS_FILE).stat().st_size <= 25 * 2**20
+  faces = fer_flax.Predictor.pretrained().predict(PHOTO)
+  assert len(faces) == 1
+  _check_face(faces[0])
+  assert info['model']['name'] in models.MODELS
