@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from fer_flax import evaluate, train, writers
+from fer_flax import evaluate, fer2013, train, writers
 from fer_flax.errors import UserError
 from tests import conftest
 
@@ -203,3 +203,17 @@ def test_a_run_that_failed_before_any_checkpoint_restarts_with_a_fixed_config(
   with pytest.raises(UserError, match="unknown optimizer 'adma'"):
     train.train_and_evaluate(typo, str(tmp_path))
   assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 17
+
+
+def test_evaluate_cli_writes_the_report_and_the_confusion_matrix(finished_run):
+  _, workdir, _ = finished_run
+  result = subprocess.run([sys.executable, '-m', 'fer_flax.evaluate', f'--workdir={workdir}',
+                           '--split=public_test', '--tta=flip'], cwd=conftest.REPO,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  step = _best(workdir)['step']
+  report = json.loads((workdir / 'eval' / f'public_test-step{step}-flip.json').read_text())
+  assert report['tta'] == 'flip' and report['examples'] == 28
+  assert set(report['per_class']) == set(fer2013.EMOTIONS)
+  assert (workdir / 'eval' / f'public_test-step{step}-flip.png').stat().st_size > 10_000
+  assert 'precision' in result.stdout and 'confusion matrix' in result.stdout
