@@ -48,3 +48,18 @@ def test_corrupt_image_stops_preparation_naming_the_file(tmp_path):
     z.writestr('train/fear/Training_broken.jpg', b'\xff\xd8 not really a jpeg')
   with pytest.raises(UserError, match=r'train/fear/Training_broken.jpg: not a readable image'):
     tfds_builder.prepare(path, str(tmp_path / 'tfds'))
+
+
+@pytest.mark.parametrize('form', ['zip', 'folder', 'csv'])
+def test_every_form_prepares_the_same_splits(tmp_path, form):
+  examples = conftest.make_examples({'Training': 2, 'PublicTest': 1, 'PrivateTest': 1}, seed=3)
+  path = {'zip': lambda: conftest.write_zip(tmp_path / 'a.zip', examples),
+          'folder': lambda: conftest.write_folder(tmp_path / 'unzipped', examples),
+          'csv': lambda: conftest.write_csv(tmp_path / 'fer2013.csv', examples)}[form]()
+  builder = tfds_builder.prepare(path, str(tmp_path / 'tfds'))
+  assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {
+      'train': 14, 'public_test': 7, 'private_test': 7}
+  private = sorted((int(ex['label']), ex['image'][..., 0].tobytes())
+                   for ex in tfds.as_numpy(builder.as_dataset(split='private_test')))
+  assert private == sorted((label, image.tobytes()) for usage, label, image in examples
+                           if usage == 'PrivateTest')
