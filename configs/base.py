@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.prefetch = 2         # batches kept in flight on the devices
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'seed_cnn'
+  config.model.name = 'seed_cnn'  # seed_cnn | vgg | resnet18 | resnet34 | compact
   config.model.dropout_rate = 0.5
 
   config.optimizer = ml_collections.ConfigDict()

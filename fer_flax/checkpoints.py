@@ -92,4 +92,5 @@ def restore_variables(workdir: str | pathlib.Path, step: int | None = None
                     f'{pathlib.Path(workdir) / CHECKPOINT_DIR} (it has steps '
                     f'{list(mngr.all_steps())}); pass one of those with --step')
   restored = mngr.restore(step, args=ocp.args.StandardRestore())
-  return config, {'params': restored['params']}, step
+  return config, {'params': restored['params'],
+                  'batch_stats': restored.get('batch_stats') or {}}, step

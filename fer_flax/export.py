@@ -2,7 +2,7 @@
 
   python -m fer_flax.export --workdir=DIR [--step=N] [--out=fer_flax/pretrained]
 
-Writes `model.msgpack` (the parameters in float16, half the size) and `model.json` (the model
+Writes `model.msgpack` (the model variables in float16, half the size) and `model.json` (the model
 config and where it came from). `fer_flax.Predictor.pretrained()` and
 `python -m fer_flax.predict --model=pretrained` load them.
 """
@@ -31,8 +31,8 @@ def export(workdir: str, out: str | pathlib.Path, step: int | None = None,
            max_megabytes: float = MAX_MEGABYTES) -> dict[str, Any]:
   """Writes the pretrained-model files for `workdir`'s best checkpoint (or `step`)."""
   config, variables, step = checkpoints.restore_variables(workdir, step)
-  params = jax.tree.map(lambda x: np.asarray(x, np.float16), variables['params'])
-  blob = flax.serialization.msgpack_serialize(params)
+  variables = jax.tree.map(lambda x: np.asarray(x, np.float16), variables)
+  blob = flax.serialization.msgpack_serialize(variables)
   megabytes = len(blob) / 2**20
   if megabytes > max_megabytes:
     raise UserError(f'{config.model.name} is {megabytes:.1f} MB in float16, over the '
@@ -43,7 +43,7 @@ def export(workdir: str, out: str | pathlib.Path, step: int | None = None,
       'step': step,
       'eval_split': config.data.eval_split,
       'eval_accuracy_float32': metrics.get('accuracy'),
-      'parameters': int(sum(x.size for x in jax.tree.leaves(params))),
+      'parameters': int(sum(x.size for x in jax.tree.leaves(variables['params']))),
       'dtype': 'float16',
       'megabytes': round(megabytes, 2),
       'config': json.loads(config.to_json_best_effort()),
@@ -69,9 +69,9 @@ def load(directory: str | pathlib.Path = PRETRAINED_DIR
     raise UserError(f'no pretrained model in {directory}; reinstall fer_flax, or export one with '
                     'python -m fer_flax.export --workdir=DIR')
   info = json.loads(info_path.read_text())
-  params = flax.serialization.msgpack_restore(params_path.read_bytes())
-  params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-  return ml_collections.ConfigDict(info['config']), {'params': params}, info
+  variables = flax.serialization.msgpack_restore(params_path.read_bytes())
+  variables = jax.tree.map(lambda x: np.asarray(x, np.float32), variables)
+  return ml_collections.ConfigDict(info['config']), variables, info
 
 
 FLAGS = flags.FLAGS

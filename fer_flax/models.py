@@ -1,10 +1,15 @@
-"""Flax linen classifiers for 48x48 grayscale faces, chosen by name in the config."""
+"""Flax linen classifiers for 48x48 grayscale faces, chosen by name in the config.
+
+  python -m fer_flax.models      # parameters and FLOPs per image of every model
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -38,7 +43,104 @@ class SeedCNN(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-MODELS = {'seed_cnn': SeedCNN}
+class VGG(nn.Module):
+  """VGG-style stages of 3x3 convolutions with batch norm, as in the VGG variants that hold the
+  published single-network FER2013 results; each stage ends in a 2x2 max pool."""
+  num_classes: int = 7
+  stages: Sequence[Sequence[int]] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512))
+  hidden: Sequence[int] = (1024, 1024)
+  dropout_rate: float = 0.3
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    for stage in self.stages:
+      for width in stage:
+        x = nn.relu(norm()(nn.Conv(width, (3, 3), padding='SAME', use_bias=False)(x)))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width)(x))
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+class ResidualBlock(nn.Module):
+  """The basic two-convolution block of ResNet-18/34."""
+  width: int
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    y = nn.Conv(self.width, (3, 3), strides=self.strides, padding='SAME', use_bias=False)(x)
+    y = nn.relu(norm()(y))
+    y = nn.Conv(self.width, (3, 3), padding='SAME', use_bias=False)(y)
+    y = norm(scale_init=nn.initializers.zeros)(y)  # Each block starts as the identity.
+    if x.shape != y.shape:
+      x = norm()(nn.Conv(self.width, (1, 1), strides=self.strides, use_bias=False)(x))
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """ResNet-18/34 with a stem for 48x48 faces: one 3x3 convolution, no stride, no max pool."""
+  num_classes: int = 7
+  blocks: Sequence[int] = (2, 2, 2, 2)
+  widths: Sequence[int] = (64, 128, 256, 512)
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    x = nn.Conv(self.widths[0], (3, 3), padding='SAME', use_bias=False)(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    for stage, (num_blocks, width) in enumerate(zip(self.blocks, self.widths)):
+      for block in range(num_blocks):
+        x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x, train=train)
+    x = x.mean(axis=(1, 2))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+class SeparableBlock(nn.Module):
+  """Depthwise 3x3 then pointwise 1x1 convolution, each with batch norm and ReLU."""
+  width: int
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    x = nn.Conv(x.shape[-1], (3, 3), strides=self.strides, padding='SAME',
+                feature_group_count=x.shape[-1], use_bias=False)(x)
+    x = nn.relu(norm()(x))
+    return nn.relu(norm()(nn.Conv(self.width, (1, 1), use_bias=False)(x)))
+
+
+class CompactCNN(nn.Module):
+  """A small depthwise-separable network for CPUs and phones (about 0.3M parameters)."""
+  num_classes: int = 7
+  stem_width: int = 32
+  widths: Sequence[int] = (64, 128, 128, 256, 256, 256, 256)
+  strides: Sequence[int] = (1, 2, 1, 2, 1, 2, 1)
+  dropout_rate: float = 0.2
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    x = nn.Conv(self.stem_width, (3, 3), padding='SAME', use_bias=False)(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    for width, stride in zip(self.widths, self.strides):
+      x = SeparableBlock(width, stride)(x, train=train)
+    x = x.mean(axis=(1, 2))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+MODELS = {
+    'seed_cnn': SeedCNN,
+    'vgg': VGG,
+    'resnet18': functools.partial(ResNet, blocks=(2, 2, 2, 2)),
+    'resnet34': functools.partial(ResNet, blocks=(3, 4, 6, 3)),
+    'compact': CompactCNN,
+}
 
 
 def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -49,9 +151,26 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
                     f'{", ".join(sorted(MODELS))}')
   cls = MODELS[name]
   kwargs = {k: v for k, v in model_config.items() if k != 'name'}
-  fields = set(cls.__dataclass_fields__) - {'parent', 'name', 'num_classes'}
+  module = cls.func if isinstance(cls, functools.partial) else cls
+  fields = set(module.__dataclass_fields__) - {'parent', 'name', 'num_classes'}
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise UserError(f'config.model.{unknown[0]} is not a field of model {name!r}; its fields are '
                     f'{", ".join(sorted(fields))}')
   return cls(num_classes=num_classes, **kwargs)
+
+
+def describe(model: nn.Module, image_size: int = 48) -> tuple[int, float]:
+  """(parameters, forward FLOPs per image as XLA counts them) of a model in eval mode."""
+  x = jnp.zeros((1, image_size, image_size, 1), jnp.float32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+  params = sum(v.size for v in jax.tree.leaves(variables['params']))
+  lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
+  return params, float(lowered.cost_analysis()['flops'])
+
+
+if __name__ == '__main__':
+  print(f'{"model":10s} {"parameters":>12s} {"MFLOPs/image":>13s}')
+  for model_name in MODELS:
+    count, flops = describe(create_model(ml_collections.ConfigDict({'name': model_name}), 7))
+    print(f'{model_name:10s} {count:12,d} {flops / 1e6:13.1f}')

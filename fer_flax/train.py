@@ -26,8 +26,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from fer_flax import augment, checkpoints, fer2013, input_pipeline, models, tfds_builder, writers
 from fer_flax.errors import UserError
 
-TrainState = train_state.TrainState
 Metrics = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+  """Parameters, optimizer state, and batch-norm statistics (empty for models without it)."""
+  batch_stats: Any
+
+  def variables(self) -> dict[str, Any]:
+    """What the model's `apply` takes for evaluation."""
+    return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
 def create_learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -88,13 +96,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
-    logits = state.apply_fn({'params': params}, models.preprocess(batch['image']), train=True,
-                            rngs={'dropout': dropout_rng})
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, models.preprocess(batch['image']),
+        train=True, rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label'], label_smoothing)
-    return loss.mean(), (loss, logits)
+    return loss.mean(), (loss, logits, updates.get('batch_stats', state.batch_stats))
 
-  grads, (loss, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads)
+  grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   correct = jnp.argmax(logits, -1) == batch['label']
   return state, {'loss': loss.sum(), 'correct': correct.sum(), 'count': jnp.float32(loss.size)}
 
@@ -179,12 +188,13 @@ class Parallel:
 
 def create_train_state(model: Any, tx: optax.GradientTransformation, rng: jax.Array,
                        sharding: NamedSharding) -> TrainState:
-  """Initialises parameters directly into `sharding`."""
+  """Initialises parameters (and batch-norm statistics) directly into `sharding`."""
   size = fer2013.IMAGE_SIZE
 
   def init(rng):
-    params = model.init(rng, jnp.zeros((1, size, size, 1), jnp.float32), train=False)['params']
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    variables = model.init(rng, jnp.zeros((1, size, size, 1), jnp.float32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                             batch_stats=variables.get('batch_stats', {}))
 
   return jax.jit(init, out_shardings=sharding)(rng)
 
@@ -274,7 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     window_seconds += time.perf_counter() - tick
     checkpoint_metrics = None
     if end_of_epoch:
-      result = evaluate({'params': state.params}, p_eval_step,
+      result = evaluate(state.variables(), p_eval_step,
                         map(parallel.to_global, eval_ds.as_numpy_iterator()))
       split = config.data.eval_split
       writer.write_scalars(step, {f'{split}/loss': result['loss'],

@@ -35,7 +35,7 @@ def test_dropout_only_in_training():
 
 def test_unknown_model_name():
   with pytest.raises(UserError, match=r"unknown model 'vgg99' in config.model.name; choose one "
-                                      r'of seed_cnn'):
+                                      r'of compact, resnet18, resnet34, seed_cnn, vgg'):
     models.create_model(ml_collections.ConfigDict({'name': 'vgg99'}), 7)
 
 
@@ -43,3 +43,42 @@ def test_unknown_model_field():
   config = ml_collections.ConfigDict({'name': 'seed_cnn', 'depth': 3})
   with pytest.raises(UserError, match=r"config.model.depth is not a field of model 'seed_cnn'"):
     models.create_model(config, 7)
+
+
+SMALL = {
+    'vgg': {'stages': ((4,), (8, 8)), 'hidden': (16,)},
+    'resnet18': {'widths': (4, 8, 8, 16)},
+    'resnet34': {'widths': (4, 4, 8, 8)},
+    'compact': {'stem_width': 4, 'widths': (8, 8, 16), 'strides': (1, 2, 2)},
+}
+
+
+@pytest.mark.parametrize('name', sorted(SMALL))
+def test_zoo_models_on_small_shapes(name):
+  model = models.create_model(ml_collections.ConfigDict({'name': name, **SMALL[name]}), 7)
+  x = jax.random.uniform(jax.random.key(0), (4, 48, 48, 1))
+  variables = model.init(jax.random.key(1), x, train=False)
+  assert set(variables) == {'params', 'batch_stats'}
+  logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'],
+                                rngs={'dropout': jax.random.key(2)})
+  assert logits.shape == (4, 7) and jnp.all(jnp.isfinite(logits))
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), variables['batch_stats'],
+                         updates['batch_stats'])
+  assert any(jax.tree.leaves(changed))  # training updates the running statistics
+  assert model.apply(variables, x, train=False).shape == (4, 7)
+
+
+@pytest.mark.parametrize('name,low,high', [
+    ('resnet18', 11.0e6, 11.4e6), ('resnet34', 21.0e6, 21.5e6), ('compact', 0.2e6, 0.4e6)])
+def test_zoo_parameter_counts(name, low, high):
+  model = models.create_model(ml_collections.ConfigDict({'name': name}), 7)
+  params = jax.eval_shape(lambda: _init(model))
+  assert low <= sum(x.size for x in jax.tree.leaves(params)) <= high
+
+
+def test_describe_counts_parameters_and_flops():
+  params, flops = models.describe(models.SeedCNN())
+  assert params == 9_515_783
+  # Multiply-adds of the two convolutions and two dense layers, two FLOPs each.
+  macs = 48 * 48 * 9 * 64 + 24 * 24 * 9 * 64 * 128 + 12 * 12 * 128 * 512 + 512 * 7
+  assert 0.9 * 2 * macs < flops < 1.1 * 2 * macs

@@ -9,6 +9,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -217,3 +218,19 @@ def test_evaluate_cli_writes_the_report_and_the_confusion_matrix(finished_run):
   assert set(report['per_class']) == set(fer2013.EMOTIONS)
   assert (workdir / 'eval' / f'public_test-step{step}-flip.png').stat().st_size > 10_000
   assert 'precision' in result.stdout and 'confusion matrix' in result.stdout
+
+
+def test_a_batch_norm_model_trains_restores_and_exports(tmp_path, small_archive, tfds_dir):
+  from fer_flax import export, predict  # pylint: disable=g-import-not-at-top
+  config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=3)
+  config.model = ml_collections.ConfigDict(
+      {'name': 'compact', 'stem_width': 4, 'widths': (8, 16), 'strides': (2, 2)})
+  state = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert jax.tree.leaves(state.batch_stats)
+  result = evaluate.evaluate_checkpoint(str(tmp_path / 'run'), 'public_test')
+  assert result['accuracy'] == pytest.approx(_best(tmp_path / 'run')['accuracy'])
+  export.export(str(tmp_path / 'run'), tmp_path / 'exported')
+  shipped = predict.Predictor.pretrained(tmp_path / 'exported', detect=False)
+  from_checkpoint = predict.Predictor.from_workdir(str(tmp_path / 'run'), detect=False)
+  faces = [conftest.face(label, np.random.default_rng(label)) for label in range(7)]
+  np.testing.assert_allclose(shipped.classify(faces), from_checkpoint.classify(faces), atol=5e-3)
