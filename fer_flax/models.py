@@ -21,6 +21,11 @@ def preprocess(images: jnp.ndarray) -> jnp.ndarray:
   return images.astype(jnp.float32) / 255.0
 
 
+def _batch_norm(train: bool) -> functools.partial:
+  """The batch norm every zoo model uses: batch statistics in training, running ones otherwise."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+
+
 class SeedCNN(nn.Module):
   """The original project's network, layer for layer (9,515,783 parameters by default).
 
@@ -53,7 +58,7 @@ class VGG(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    norm = _batch_norm(train)
     for stage in self.stages:
       for width in stage:
         x = nn.relu(norm()(nn.Conv(width, (3, 3), padding='SAME', use_bias=False)(x)))
@@ -72,7 +77,7 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    norm = _batch_norm(train)
     y = nn.Conv(self.width, (3, 3), strides=self.strides, padding='SAME', use_bias=False)(x)
     y = nn.relu(norm()(y))
     y = nn.Conv(self.width, (3, 3), padding='SAME', use_bias=False)(y)
@@ -92,7 +97,7 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     x = nn.Conv(self.widths[0], (3, 3), padding='SAME', use_bias=False)(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    x = nn.relu(_batch_norm(train)()(x))
     for stage, (num_blocks, width) in enumerate(zip(self.blocks, self.widths)):
       for block in range(num_blocks):
         x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x, train=train)
@@ -108,7 +113,7 @@ class SeparableBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    norm = _batch_norm(train)
     x = nn.Conv(x.shape[-1], (3, 3), strides=self.strides, padding='SAME',
                 feature_group_count=x.shape[-1], use_bias=False)(x)
     x = nn.relu(norm()(x))
@@ -126,7 +131,7 @@ class CompactCNN(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     x = nn.Conv(self.stem_width, (3, 3), padding='SAME', use_bias=False)(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    x = nn.relu(_batch_norm(train)()(x))
     for width, stride in zip(self.widths, self.strides):
       x = SeparableBlock(width, stride)(x, train=train)
     x = x.mean(axis=(1, 2))

@@ -134,8 +134,9 @@ class Predictor:
     """(boxes, 48x48 crops) of an image: every detected face, or the whole image."""
     if not self.detect_faces:
       return [None], [fer2013.to_model_input(image)]
-    boxes = self.detect(image)
-    return boxes, [self._crop(image, b) for b in boxes]
+    gray = fer2013.grayscale(image)  # Once for the detector and all the crops.
+    boxes = self.detect(gray)
+    return boxes, [self._crop(gray, b) for b in boxes]
 
   def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
     """[N, 7] probabilities of 48x48 uint8 faces, in fixed-size batches (one compilation)."""
