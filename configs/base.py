@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = 'seed_cnn'  # seed_cnn | vgg | resnet18 | resnet34 | compact
   config.model.dropout_rate = 0.5
+  config.model.dtype = 'float32'  # compute dtype: bfloat16 on accelerators; parameters stay float32
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adam'   # adam | adamw | sgd
@@ -31,11 +32,27 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.momentum = 0.9  # sgd only
   config.optimizer.nesterov = False
   config.optimizer.weight_decay = 0.0  # kernels only, never biases or norms
-  config.optimizer.schedule = 'constant'  # constant | cosine
-  config.optimizer.warmup_epochs = 0.0
+  config.optimizer.schedule = 'constant'  # constant | cosine | onecycle
+  config.optimizer.warmup_epochs = 0.0    # linear warm-up; one-cycle's rising phase
+  config.optimizer.onecycle_div_factor = 25.0         # one-cycle starts at peak / this
+  config.optimizer.onecycle_final_div_factor = 1e4    # and ends at its start / this
   config.optimizer.grad_clip_norm = 0.0   # 0 disables clipping
 
+  # Training augmentation, inside the compiled step; all off reproduces the original.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.flip = False          # horizontal, with probability 1/2
+  config.augment.crop_padding = 0      # random crop of the image edge-padded by this many pixels
+  config.augment.rotation = 0.0        # degrees, uniform in +-rotation
+  config.augment.scale = 0.0           # zoom in [1/(1+scale), 1+scale], log-uniform
+  config.augment.shift = 0.0           # fraction of the image size, uniform in +-shift
+  config.augment.erase_probability = 0.0  # random erasing of a noise rectangle
+  config.augment.erase_min_area = 0.02    # of the image
+  config.augment.erase_max_area = 0.25
+  config.augment.mixup_alpha = 0.0     # Beta(alpha, alpha) mixing weight; 0 disables mixup
+  config.augment.cutmix_alpha = 0.0    # 0 disables CutMix; with both on, each batch picks one
+
   config.label_smoothing = 0.0
+  config.ema_decay = 0.0           # moving average of the weights, used for evaluation; 0 = off
   config.batch_size = 64           # global, across all devices and processes
   config.eval_batch_size = 256
   config.num_epochs = 20

@@ -83,7 +83,10 @@ def restore(mngr: ocp.CheckpointManager, state: Any, step: int) -> Any:
 
 def restore_variables(workdir: str | pathlib.Path, step: int | None = None
                       ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
-  """(config, model variables, step) of a run's best checkpoint, or of `step`; no optimizer."""
+  """(config, evaluation variables, step) of a run's best checkpoint, or of `step`; no optimizer.
+
+  The evaluation variables are the moving average of the weights when the run kept one.
+  """
   config = load_config(workdir)
   mngr = manager(workdir, config, read_only=True)
   step = mngr.best_step() if step is None else step
@@ -92,5 +95,7 @@ def restore_variables(workdir: str | pathlib.Path, step: int | None = None
                     f'{pathlib.Path(workdir) / CHECKPOINT_DIR} (it has steps '
                     f'{list(mngr.all_steps())}); pass one of those with --step')
   restored = mngr.restore(step, args=ocp.args.StandardRestore())
+  if restored.get('ema'):  # The moving average is what the run evaluated and chose by.
+    restored = restored['ema']
   return config, {'params': restored['params'],
                   'batch_stats': restored.get('batch_stats') or {}}, step

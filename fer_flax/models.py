@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,9 +22,15 @@ def preprocess(images: jnp.ndarray) -> jnp.ndarray:
   return images.astype(jnp.float32) / 255.0
 
 
-def _batch_norm(train: bool) -> functools.partial:
+def _batch_norm(train: bool, dtype: Any) -> functools.partial:
   """The batch norm every zoo model uses: batch statistics in training, running ones otherwise."""
-  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                           dtype=dtype)
+
+
+def _layers(dtype: Any) -> tuple[functools.partial, functools.partial]:
+  """Conv and Dense computing in `dtype` (bfloat16 on accelerators) on float32 parameters."""
+  return functools.partial(nn.Conv, dtype=dtype), functools.partial(nn.Dense, dtype=dtype)
 
 
 class SeedCNN(nn.Module):
@@ -36,16 +43,19 @@ class SeedCNN(nn.Module):
   features: Sequence[int] = (64, 128)
   hidden: int = 512
   dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    conv, dense = _layers(self.dtype)
+    x = x.astype(self.dtype)
     for width in self.features:
-      x = nn.relu(nn.Conv(width, (3, 3), padding='SAME')(x))
+      x = nn.relu(conv(width, (3, 3), padding='SAME')(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(self.hidden)(x))
+    x = nn.relu(dense(self.hidden)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    return dense(self.num_classes)(x).astype(jnp.float32)
 
 
 class VGG(nn.Module):
@@ -55,35 +65,38 @@ class VGG(nn.Module):
   stages: Sequence[Sequence[int]] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512))
   hidden: Sequence[int] = (1024, 1024)
   dropout_rate: float = 0.3
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    norm = _batch_norm(train)
+    norm, (conv, dense) = _batch_norm(train, self.dtype), _layers(self.dtype)
+    x = x.astype(self.dtype)
     for stage in self.stages:
       for width in stage:
-        x = nn.relu(norm()(nn.Conv(width, (3, 3), padding='SAME', use_bias=False)(x)))
+        x = nn.relu(norm()(conv(width, (3, 3), padding='SAME', use_bias=False)(x)))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
-      x = nn.relu(nn.Dense(width)(x))
+      x = nn.relu(dense(width)(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    return dense(self.num_classes)(x).astype(jnp.float32)
 
 
 class ResidualBlock(nn.Module):
   """The basic two-convolution block of ResNet-18/34."""
   width: int
   strides: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    norm = _batch_norm(train)
-    y = nn.Conv(self.width, (3, 3), strides=self.strides, padding='SAME', use_bias=False)(x)
+    norm, (conv, _) = _batch_norm(train, self.dtype), _layers(self.dtype)
+    y = conv(self.width, (3, 3), strides=self.strides, padding='SAME', use_bias=False)(x)
     y = nn.relu(norm()(y))
-    y = nn.Conv(self.width, (3, 3), padding='SAME', use_bias=False)(y)
+    y = conv(self.width, (3, 3), padding='SAME', use_bias=False)(y)
     y = norm(scale_init=nn.initializers.zeros)(y)  # Each block starts as the identity.
     if x.shape != y.shape:
-      x = norm()(nn.Conv(self.width, (1, 1), strides=self.strides, use_bias=False)(x))
+      x = norm()(conv(self.width, (1, 1), strides=self.strides, use_bias=False)(x))
     return nn.relu(x + y)
 
 
@@ -93,31 +106,35 @@ class ResNet(nn.Module):
   blocks: Sequence[int] = (2, 2, 2, 2)
   widths: Sequence[int] = (64, 128, 256, 512)
   dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    x = nn.Conv(self.widths[0], (3, 3), padding='SAME', use_bias=False)(x)
-    x = nn.relu(_batch_norm(train)()(x))
+    conv, dense = _layers(self.dtype)
+    x = conv(self.widths[0], (3, 3), padding='SAME', use_bias=False)(x.astype(self.dtype))
+    x = nn.relu(_batch_norm(train, self.dtype)()(x))
     for stage, (num_blocks, width) in enumerate(zip(self.blocks, self.widths)):
       for block in range(num_blocks):
-        x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1)(x, train=train)
+        x = ResidualBlock(width, strides=2 if stage > 0 and block == 0 else 1,
+                          dtype=self.dtype)(x, train=train)
     x = x.mean(axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    return dense(self.num_classes)(x).astype(jnp.float32)
 
 
 class SeparableBlock(nn.Module):
   """Depthwise 3x3 then pointwise 1x1 convolution, each with batch norm and ReLU."""
   width: int
   strides: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    norm = _batch_norm(train)
-    x = nn.Conv(x.shape[-1], (3, 3), strides=self.strides, padding='SAME',
-                feature_group_count=x.shape[-1], use_bias=False)(x)
+    norm, (conv, _) = _batch_norm(train, self.dtype), _layers(self.dtype)
+    x = conv(x.shape[-1], (3, 3), strides=self.strides, padding='SAME',
+             feature_group_count=x.shape[-1], use_bias=False)(x)
     x = nn.relu(norm()(x))
-    return nn.relu(norm()(nn.Conv(self.width, (1, 1), use_bias=False)(x)))
+    return nn.relu(norm()(conv(self.width, (1, 1), use_bias=False)(x)))
 
 
 class CompactCNN(nn.Module):
@@ -127,16 +144,18 @@ class CompactCNN(nn.Module):
   widths: Sequence[int] = (64, 128, 128, 256, 256, 256, 256)
   strides: Sequence[int] = (1, 2, 1, 2, 1, 2, 1)
   dropout_rate: float = 0.2
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    x = nn.Conv(self.stem_width, (3, 3), padding='SAME', use_bias=False)(x)
-    x = nn.relu(_batch_norm(train)()(x))
+    conv, dense = _layers(self.dtype)
+    x = conv(self.stem_width, (3, 3), padding='SAME', use_bias=False)(x.astype(self.dtype))
+    x = nn.relu(_batch_norm(train, self.dtype)()(x))
     for width, stride in zip(self.widths, self.strides):
-      x = SeparableBlock(width, stride)(x, train=train)
+      x = SeparableBlock(width, stride, dtype=self.dtype)(x, train=train)
     x = x.mean(axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    return dense(self.num_classes)(x).astype(jnp.float32)
 
 
 MODELS = {
@@ -156,6 +175,11 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
                     f'{", ".join(sorted(MODELS))}')
   cls = MODELS[name]
   kwargs = {k: v for k, v in model_config.items() if k != 'name'}
+  if 'dtype' in kwargs:
+    if kwargs['dtype'] not in ('float32', 'bfloat16'):
+      raise UserError(f'config.model.dtype={kwargs["dtype"]!r} is not a compute dtype; choose '
+                      'float32, or bfloat16 on accelerators')
+    kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
   module = cls.func if isinstance(cls, functools.partial) else cls
   fields = set(module.__dataclass_fields__) - {'parent', 'name', 'num_classes'}
   unknown = sorted(set(kwargs) - fields)

@@ -3,9 +3,11 @@
   python -m fer_flax.plots curves --workdir=DIR [--out=FILE.png]
   python -m fer_flax.plots grid (--model=pretrained | --workdir=DIR) --data=PATH
       [--split=public_test] [--per_class=3] [--out=FILE.png]
+  python -m fer_flax.plots augment --config=configs/cpu.py --data=PATH [--out=FILE.png]
 
 `curves` draws a run's loss and accuracy from its metrics.jsonl (default: DIR/curves.png); `grid`
-classifies a few faces of each class of a split and shows them with true and predicted labels.
+classifies a few faces of each class of a split and shows them with true and predicted labels;
+`augment` shows training faces as a config's augmentation (mixup/CutMix included) presents them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ matplotlib.use('Agg')  # Files only; never a window.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from absl import app, flags  # pylint: disable=g-import-not-at-top
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
 from fer_flax import fer2013, writers  # pylint: disable=g-import-not-at-top
 from fer_flax.errors import UserError  # pylint: disable=g-import-not-at-top
@@ -43,7 +46,9 @@ def confusion_matrix_png(report: dict[str, Any], path: str | pathlib.Path) -> pa
   ax.set_yticks(range(len(names)), names)
   ax.set_xlabel('predicted')
   ax.set_ylabel('true')
-  ax.set_title(f'{report["split"]}, step {report["step"]}, TTA {report["tta"]}: accuracy '
+  what = (f'ensemble of {len(report["members"])}' if 'members' in report
+          else f'step {report["step"]}')
+  ax.set_title(f'{report["split"]}, {what}, TTA {report["tta"]}: accuracy '
                f'{report["accuracy"]:.1%}, macro F1 {report["macro_f1"]:.3f}', fontsize=10)
   fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label='fraction of the true class')
   fig.tight_layout()
@@ -107,6 +112,32 @@ def prediction_grid_png(predictor: Any, source: Any, split: str, path: str | pat
   return _save(fig, path)
 
 
+def augment_grid_png(images: np.ndarray, config: Any, path: str | pathlib.Path, views: int = 6,
+                     seed: int = 0) -> pathlib.Path:
+  """Each uint8 face of `images`, then `views` draws of the train step's augmentation of it."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from fer_flax import augment, models  # pylint: disable=g-import-not-at-top
+  faces = models.preprocess(jnp.asarray(images))
+  rows = []
+  for view in range(views):
+    augment_rng, mix_rng = jax.random.split(jax.random.fold_in(jax.random.key(seed), view))
+    augmented = augment.augment_images(faces, augment_rng, config.augment)
+    targets = jnp.eye(len(faces))
+    rows.append(np.asarray(augment.mix(augmented, targets, mix_rng, config.augment)[0]))
+  fig, axes = plt.subplots(len(faces), views + 1, figsize=(1.2 * (views + 1), 1.25 * len(faces)),
+                           dpi=120, squeeze=False)
+  for i, face in enumerate(np.asarray(faces)):
+    for j, image in enumerate([face] + [r[i] for r in rows]):
+      axes[i, j].imshow(image[..., 0], cmap='gray', vmin=0, vmax=1)
+      axes[i, j].axis('off')
+  axes[0, 0].set_title('original', fontsize=8)
+  for j in range(1, views + 1):
+    axes[0, j].set_title(f'draw {j}', fontsize=8)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
 def _save(fig: Any, path: str | pathlib.Path) -> pathlib.Path:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +156,9 @@ def _define_flags() -> None:
   flags.DEFINE_string('data', None, 'grid: FER2013 archive, folder or CSV.')
   flags.DEFINE_string('split', 'public_test', 'grid: the split whose faces are shown.')
   flags.DEFINE_integer('per_class', 3, 'grid: faces per class.')
-  flags.DEFINE_string('out', None, 'The PNG to write; default: WORKDIR/curves.png or grid.png.')
+  flags.DEFINE_string('out', None, 'The PNG to write; default: WORKDIR/curves.png, grid.png or '
+                      'augment.png.')
+  config_flags.DEFINE_config_file('config', None, 'augment: the training config to illustrate.')
 
 
 def _curves() -> pathlib.Path:
@@ -147,11 +180,24 @@ def _grid() -> pathlib.Path:
                              FLAGS.out or 'grid.png', per_class=FLAGS.per_class)
 
 
+def _augment() -> pathlib.Path:
+  if FLAGS.config is None or not FLAGS.data:
+    raise app.UsageError('augment needs --config and --data')
+  source = fer2013.Source(FLAGS.data)
+  faces = []
+  for _, image in source.examples('train'):
+    faces.append(image)
+    if len(faces) == 6:
+      break
+  return augment_grid_png(np.stack(faces)[..., None], FLAGS.config, FLAGS.out or 'augment.png')
+
+
 def main(argv: list[str]) -> None:
-  if len(argv) != 2 or argv[1] not in ('curves', 'grid'):
-    raise app.UsageError('usage: python -m fer_flax.plots curves|grid [flags]')
+  commands = {'curves': _curves, 'grid': _grid, 'augment': _augment}
+  if len(argv) != 2 or argv[1] not in commands:
+    raise app.UsageError('usage: python -m fer_flax.plots curves|grid|augment [flags]')
   try:
-    out = _curves() if argv[1] == 'curves' else _grid()
+    out = commands[argv[1]]()
   except UserError as e:
     sys.exit(f'fer_flax: error: {e}')
   print(out)

@@ -41,9 +41,17 @@ def classification_report(confusion: Sequence[Sequence[int]],
 
 def format_report(report: dict[str, Any]) -> str:
   """The report as a table a person reads at a glance."""
-  header = (f'{report["split"]} at step {report["step"]}: {report["examples"]} examples, '
+  members = report.get('members', [])
+  what = f'ensemble of {len(members)}' if members else f'at step {report["step"]}'
+  header = (f'{report["split"]} {what}: {report["examples"]} examples, '
             f'test-time augmentation: {report["tta"]}')
-  lines = [header, '', f'{"":10s} {"precision":>9s} {"recall":>7s} {"f1":>6s} {"support":>8s}']
+  lines = [header, '']
+  for m in members:
+    lines.append(f'  member {m["source"]} ({m["model"]}, step {m["step"]}): accuracy '
+                 f'{m["accuracy"]:.4f}, loss {m["loss"]:.4f}')
+  if members:
+    lines.append('')
+  lines.append(f'{"":10s} {"precision":>9s} {"recall":>7s} {"f1":>6s} {"support":>8s}')
   for name, m in report['per_class'].items():
     lines.append(f'{name:10s} {m["precision"]:9.3f} {m["recall"]:7.3f} {m["f1"]:6.3f} '
                  f'{m["support"]:8d}')

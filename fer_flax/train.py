@@ -27,29 +27,43 @@ from fer_flax import augment, checkpoints, fer2013, input_pipeline, models, tfds
 from fer_flax.errors import UserError
 
 Metrics = dict[str, jax.Array]
+NUM_CLASSES = len(fer2013.EMOTIONS)
 
 
 class TrainState(train_state.TrainState):
-  """Parameters, optimizer state, and batch-norm statistics (empty for models without it)."""
+  """Parameters, optimizer state, batch-norm statistics, and their moving average.
+
+  `batch_stats` is empty for models without batch norm; `ema` is empty unless the config keeps an
+  exponential moving average of the weights, which evaluation then uses.
+  """
   batch_stats: Any
+  ema: Any
 
   def variables(self) -> dict[str, Any]:
-    """What the model's `apply` takes for evaluation."""
-    return {'params': self.params, 'batch_stats': self.batch_stats}
+    """What the model's `apply` takes for evaluation: the moving average when there is one."""
+    return self.ema or {'params': self.params, 'batch_stats': self.batch_stats}
 
 
 def create_learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
                                   total_steps: int) -> optax.Schedule:
-  """Linear warm-up, then constant or cosine decay to zero."""
+  """Linear warm-up then constant or cosine decay to zero, or a one-cycle schedule.
+
+  One-cycle (Smith & Topin, 2019) warms up by cosine over the warm-up epochs from
+  peak / onecycle_div_factor, then anneals to peak / onecycle_div_factor / onecycle_final_div_factor.
+  """
   opt = config.optimizer
   warmup_steps = int(opt.warmup_epochs * steps_per_epoch)
+  if opt.schedule == 'onecycle':
+    return optax.cosine_onecycle_schedule(
+        total_steps, opt.learning_rate, pct_start=warmup_steps / total_steps,
+        div_factor=opt.onecycle_div_factor, final_div_factor=opt.onecycle_final_div_factor)
   if opt.schedule == 'constant':
     main = optax.constant_schedule(opt.learning_rate)
   elif opt.schedule == 'cosine':
     main = optax.cosine_decay_schedule(opt.learning_rate, max(total_steps - warmup_steps, 1))
   else:
     raise UserError(f'unknown schedule {opt.schedule!r} in config.optimizer.schedule; '
-                    'choose constant or cosine')
+                    'choose constant, cosine or onecycle')
   if not warmup_steps:
     return main
   warmup = optax.linear_schedule(0.0, opt.learning_rate, warmup_steps)
@@ -84,42 +98,53 @@ def create_optimizer(config: ml_collections.ConfigDict,
   return optax.chain(*parts)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
-  """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
-
-
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               label_smoothing: float) -> tuple[TrainState, Metrics]:
-  """One optimizer step on a global batch; metrics are sums, so they add up exactly."""
-  dropout_rng = jax.random.fold_in(rng, state.step)
+               config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
+  """One optimizer step on a global batch; metrics are sums, so they add up exactly.
+
+  Augmentation, mixup/CutMix, label smoothing and the weights' moving average follow `config`.
+  """
+  dropout_rng, augment_rng, mix_rng = jax.random.split(jax.random.fold_in(rng, state.step), 3)
+  images = augment.augment_images(models.preprocess(batch['image']), augment_rng, config.augment)
+  targets = jax.nn.one_hot(batch['label'], NUM_CLASSES)
+  targets = optax.smooth_labels(targets, config.label_smoothing)
+  images, targets = augment.mix(images, targets, mix_rng, config.augment)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, models.preprocess(batch['image']),
+        {'params': params, 'batch_stats': state.batch_stats}, images,
         train=True, rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
-    loss = cross_entropy(logits, batch['label'], label_smoothing)
+    loss = optax.softmax_cross_entropy(logits, targets)
     return loss.mean(), (loss, logits, updates.get('batch_stats', state.batch_stats))
 
   grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if config.ema_decay:
+    # The usual warm-up (as in TensorFlow's ExponentialMovingAverage with num_updates): early
+    # averages forget the random initialisation quickly.
+    decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    current = {'params': state.params, 'batch_stats': state.batch_stats}
+    state = state.replace(ema=jax.tree.map(lambda e, p: decay * e + (1 - decay) * p,
+                                           state.ema, current))
   correct = jnp.argmax(logits, -1) == batch['label']
   return state, {'loss': loss.sum(), 'correct': correct.sum(), 'count': jnp.float32(loss.size)}
 
 
-def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, apply_fn: Callable,
-              tta: str = 'none') -> Metrics:
-  """Sums of loss and accuracy, and the confusion matrix, over the unmasked examples of a batch.
-
-  With test-time augmentation the views' probabilities are averaged before scoring.
-  """
-  images = models.preprocess(batch['image'])
+def tta_log_probs(apply_fn: Callable, variables: dict[str, Any], images: jax.Array,
+                  tta: str = 'none') -> jax.Array:
+  """[B, classes] log-probabilities of uint8 images, averaged in probability over TTA views."""
+  images = models.preprocess(images)
   views = augment.tta_views(images, tta)
   num_views, batch_size = views.shape[:2]
   logits = apply_fn(variables, views.reshape(-1, *images.shape[1:]), train=False)
   log_probs = jax.nn.log_softmax(logits).reshape(num_views, batch_size, -1)
-  log_probs = jax.nn.logsumexp(log_probs, axis=0) - jnp.log(num_views)
+  return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(num_views)
+
+
+def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, apply_fn: Callable,
+              tta: str = 'none') -> Metrics:
+  """Sums of loss and accuracy, and the confusion matrix, over the unmasked examples of a batch."""
+  log_probs = tta_log_probs(apply_fn, variables, batch['image'], tta)
   labels, mask = batch['label'], batch['mask']
   loss = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
   predictions = jnp.argmax(log_probs, -1)
@@ -127,6 +152,13 @@ def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, apply_f
   confusion = jnp.zeros((num_classes, num_classes), jnp.float32).at[labels, predictions].add(mask)
   return {'loss': jnp.where(mask, loss, 0).sum(), 'correct': ((predictions == labels) & mask).sum(),
           'count': mask.sum().astype(jnp.float32), 'confusion': confusion}
+
+
+def predict_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, apply_fn: Callable,
+                 tta: str = 'none') -> dict[str, jax.Array]:
+  """Per-example probabilities with the batch's labels and mask, for ensembles and reports."""
+  probabilities = jnp.exp(tta_log_probs(apply_fn, variables, batch['image'], tta))
+  return {'probabilities': probabilities, 'label': batch['label'], 'mask': batch['mask']}
 
 
 def summarize(metrics: Iterable[Metrics]) -> dict[str, Any]:
@@ -161,13 +193,17 @@ class Parallel:
       raise UserError(f'config.{field}={batch_size} is not divisible by the {self.num_devices} '
                       f'devices; use a multiple of {self.num_devices}')
 
-  def jit_train_step(self, label_smoothing: float) -> Callable:
-    return jax.jit(functools.partial(train_step, label_smoothing=label_smoothing),
+  def jit_train_step(self, config: ml_collections.ConfigDict) -> Callable:
+    return jax.jit(functools.partial(train_step, config=config),
                    in_shardings=(self.replicated, self.data, self.replicated),
                    out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
 
   def jit_eval_step(self, apply_fn: Callable, tta: str = 'none') -> Callable:
     return jax.jit(functools.partial(eval_step, apply_fn=apply_fn, tta=tta),
+                   in_shardings=(self.replicated, self.data), out_shardings=self.replicated)
+
+  def jit_predict_step(self, apply_fn: Callable, tta: str = 'none') -> Callable:
+    return jax.jit(functools.partial(predict_step, apply_fn=apply_fn, tta=tta),
                    in_shardings=(self.replicated, self.data), out_shardings=self.replicated)
 
   def to_global(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -187,14 +223,15 @@ class Parallel:
 
 
 def create_train_state(model: Any, tx: optax.GradientTransformation, rng: jax.Array,
-                       sharding: NamedSharding) -> TrainState:
-  """Initialises parameters (and batch-norm statistics) directly into `sharding`."""
+                       sharding: NamedSharding, ema: bool = False) -> TrainState:
+  """Initialises parameters (batch-norm statistics, moving average) directly into `sharding`."""
   size = fer2013.IMAGE_SIZE
 
   def init(rng):
     variables = model.init(rng, jnp.zeros((1, size, size, 1), jnp.float32), train=False)
-    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                             batch_stats=variables.get('batch_stats', {}))
+    variables = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+    return TrainState.create(apply_fn=model.apply, tx=tx, **variables,
+                             ema=jax.tree.map(jnp.copy, variables) if ema else {})
 
   return jax.jit(init, out_shardings=sharding)(rng)
 
@@ -241,7 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   schedule = create_learning_rate_schedule(config, steps_per_epoch, total_steps)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state = create_train_state(model, create_optimizer(config, schedule), init_rng,
-                             parallel.replicated)
+                             parallel.replicated, ema=bool(config.ema_decay))
   if start_step:
     state = checkpoints.restore(manager, state, start_step)
   if start_step >= total_steps:
@@ -255,7 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                jax.devices()[0].platform, jax.process_count(), steps_per_epoch, config.num_epochs,
                f'resuming at step {start_step}' if start_step else 'starting')
   writer = writers.create_writer(workdir_path, start_step, jax.process_index() == 0)
-  p_train_step = parallel.jit_train_step(config.label_smoothing)
+  p_train_step = parallel.jit_train_step(config)
   p_eval_step = parallel.jit_eval_step(model.apply)
   dropout_rng = jax.device_put(dropout_rng, parallel.replicated)
   batches = parallel.prefetch(train_data.iterate(start_step), config.data.prefetch)

@@ -18,6 +18,15 @@ _SCRIPT = textwrap.dedent('''
 
     assert jax.device_count() == 8
     config = tiny.get_config()
+    # The whole recipe: per-image augmentation, CutMix/mixup across the sharded batch, smoothing
+    # and the moving average must all be the same computation on 8 devices as on 1.
+    config.augment.update(flip=True, crop_padding=2, rotation=10.0, scale=0.1, shift=0.05,
+                          erase_probability=0.5, mixup_alpha=0.4, cutmix_alpha=1.0)
+    config.label_smoothing = 0.1
+    config.ema_decay = 0.9
+    # SGD: parameter differences stay proportional to gradient differences (Adam's normalised
+    # steps would amplify float noise in near-zero gradients to the size of a step).
+    config.optimizer.update(name='sgd', learning_rate=0.05, momentum=0.9, nesterov=True)
     tx = train.create_optimizer(config, train.create_learning_rate_schedule(config, 10, 100))
     rng = np.random.default_rng(0)
     batches = [{'image': rng.integers(0, 256, (16, 48, 48, 1), dtype=np.uint8),
@@ -26,12 +35,14 @@ _SCRIPT = textwrap.dedent('''
 
     def three_steps(model, devices):
       parallel = train.Parallel(devices)
-      state = train.create_train_state(model, tx, jax.random.key(0), parallel.replicated)
-      step = parallel.jit_train_step(label_smoothing=0.1)
+      state = train.create_train_state(model, tx, jax.random.key(0), parallel.replicated, ema=True)
+      step = parallel.jit_train_step(config)
+      losses = []
       for batch in parallel.prefetch(batches, size=2):
         assert len(batch['image'].addressable_shards) == len(devices)
         state, metrics = step(state, batch, jax.random.key(1))
-      return jax.device_get((state.params, state.batch_stats, metrics))
+        losses.append(metrics['loss'])
+      return jax.device_get((state.params, state.batch_stats, state.ema, metrics, losses))
 
 
     # seed_cnn (dropout), and a batch-norm model whose statistics must cover the global batch.
@@ -40,11 +51,10 @@ _SCRIPT = textwrap.dedent('''
       model = models.create_model(ml_collections.ConfigDict(model_config), num_classes=7)
       one = three_steps(model, jax.devices()[:1])
       eight = three_steps(model, jax.devices())
-      # Float tolerance: reductions over 8 shards add up in another order; Adam (lr 1e-3) turns
-      # that into parameter differences near 1e-5; statistics of each device's 2 examples alone would
-      # be far further off.
+      # Float tolerance: reductions over 8 shards add up in another order. A step that saw other
+      # augmentations, or batch statistics of each device's 2 examples alone, would be far off.
       jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-5), one, eight)
-      assert one[2]['count'] == 16
+      assert one[3]['count'] == 16
     with pytest.raises(UserError, match='config.batch_size=12 is not divisible by the 8 devices'):
       train.Parallel().check_batch_size(12, 'batch_size')
     print('EQUAL')

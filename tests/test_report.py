@@ -95,3 +95,11 @@ def test_eval_step_with_tta_averages_probabilities():
   assert float(got['count']) == 3 and np.asarray(got['confusion']).sum() == 3
   plain = train.eval_step(variables, batch, apply_fn=apply_fn, tta='none')
   assert float(plain['loss']) != pytest.approx(expected_loss, rel=1e-3)
+
+
+def test_augment_grid_png_shows_each_face_and_its_draws(tmp_path):
+  from configs import cpu  # pylint: disable=g-import-not-at-top
+  faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1), dtype=np.uint8)
+  with Image.open(plots.augment_grid_png(faces, cpu.get_config(), tmp_path / 'a.png',
+                                         views=4)) as image:
+    assert image.size[0] > image.size[1] > 200

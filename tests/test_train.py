@@ -14,7 +14,8 @@ import numpy as np
 import optax
 import pytest
 
-from fer_flax import evaluate, fer2013, train, writers
+from configs import tiny
+from fer_flax import evaluate, fer2013, models, train, writers
 from fer_flax.errors import UserError
 from tests import conftest
 
@@ -96,8 +97,11 @@ def _main_command(config_overrides, workdir):
 
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, small_archive, tfds_dir):
+  # With the random parts of the recipe on: augmentation and its draws, mixup, the moving average.
   overrides = {'data.path': small_archive, 'data.tfds_data_dir': tfds_dir, 'num_epochs': 4,
-               'checkpoint_every_steps': 1, 'optimizer.learning_rate': 3e-3}
+               'checkpoint_every_steps': 1, 'optimizer.learning_rate': 3e-3,
+               'augment.flip': True, 'augment.rotation': 10.0, 'augment.erase_probability': 0.5,
+               'augment.mixup_alpha': 0.2, 'ema_decay': 0.9}
   killed = tmp_path / 'killed'
   proc = subprocess.Popen(_main_command(overrides, killed), cwd=conftest.REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,11 +116,12 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, small_archive
   done = [int(p.name) for p in (killed / 'checkpoints').glob('*') if p.name.isdigit()]
   assert 5 <= max(done) < 68, 'the run must be killed mid-way for this test to mean anything'
 
-  config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=4, checkpoint_every_steps=1)
+  config = conftest.tiny_config(small_archive, tfds_dir, **{
+      k: v for k, v in overrides.items() if not k.startswith('data.')})
   resumed = train.train_and_evaluate(config, str(killed))
   straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
-  jax.tree.map(np.testing.assert_array_equal, resumed.params, straight.params)
-  jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, straight.opt_state)
+  for part in ('params', 'opt_state', 'ema'):
+    jax.tree.map(np.testing.assert_array_equal, getattr(resumed, part), getattr(straight, part))
   for split in ('train', 'public_test'):
     steps = [r['step'] for r in _records(killed, split)]
     straight_steps = [r['step'] for r in _records(tmp_path / 'straight', split)]
@@ -185,15 +190,104 @@ def test_warmup_then_cosine():
   assert float(schedule(110)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_label_smoothing_changes_the_loss():
-  logits = jnp.array([[4.0, 0.0, 0.0]])
-  labels = jnp.array([0])
-  plain = train.cross_entropy(logits, labels, 0.0)
-  smooth = train.cross_entropy(logits, labels, 0.3)
-  log_p = np.log(np.exp([4.0, 0.0, 0.0]) / np.exp([4.0, 0.0, 0.0]).sum())
-  np.testing.assert_allclose(plain, [-log_p[0]], rtol=1e-5)
-  np.testing.assert_allclose(smooth, [-(0.8 * log_p[0] + 0.1 * log_p[1] + 0.1 * log_p[2])],
-                             rtol=1e-5)
+def _one_step(config, batch, model_config=None):
+  """(state after one train step from a fixed init, its metrics) under `config`'s recipe."""
+  model = models.create_model(model_config or config.model, num_classes=7)
+  parallel = train.Parallel(jax.devices()[:1])
+  tx = train.create_optimizer(config, optax.constant_schedule(config.optimizer.learning_rate))
+  state = train.create_train_state(model, tx, jax.random.key(0), parallel.replicated,
+                                   ema=bool(config.ema_decay))
+  init = jax.device_get(state)  # The step donates `state`.
+  return init, parallel.jit_train_step(config)(state, batch, jax.random.key(1))
+
+
+def _batch(size=8):
+  rng = np.random.default_rng(0)
+  return {'image': jnp.asarray(rng.integers(0, 256, (size, 48, 48, 1), dtype=np.uint8)),
+          'label': jnp.arange(size, dtype=jnp.int32) % 7}
+
+
+def test_the_train_step_smooths_the_labels_it_is_told_to():
+  config = tiny.get_config()
+  config.model.dropout_rate = 0.0  # A deterministic forward pass, to recompute the loss here.
+  config.label_smoothing = 0.3
+  batch = _batch()
+  init, (_, metrics) = _one_step(config, batch)
+  logits = init.apply_fn({'params': init.params}, models.preprocess(batch['image']), train=False)
+  log_p = jax.nn.log_softmax(logits)
+  expected = -(0.7 * jnp.take_along_axis(log_p, batch['label'][:, None], -1)[:, 0]
+               + 0.3 * log_p.mean(-1))
+  np.testing.assert_allclose(metrics['loss'], expected.sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize('field, value', [
+    ('flip', True), ('crop_padding', 4), ('rotation', 15.0), ('scale', 0.2), ('shift', 0.1),
+    ('erase_probability', 1.0), ('mixup_alpha', 0.4), ('cutmix_alpha', 1.0)])
+def test_every_augmentation_reaches_the_train_step(field, value):
+  config = tiny.get_config()
+  config.model.dropout_rate = 0.0
+  batch = _batch()
+  _, (plain, plain_metrics) = _one_step(config, batch)
+  config.augment[field] = value
+  _, (augmented, metrics) = _one_step(config, batch)
+  assert float(metrics['loss']) != pytest.approx(float(plain_metrics['loss']), rel=1e-4)
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b, rtol=1e-4), plain.params,
+                         augmented.params)
+  assert any(jax.tree.leaves(changed))
+
+
+def test_the_moving_average_follows_its_formula_and_evaluation_uses_it():
+  config = tiny.get_config()
+  config.ema_decay = 0.5
+  init, (state, _) = _one_step(config, _batch())
+  decay = min(0.5, 2 / 11)  # The warm-up caps the decay at (1 + step) / (10 + step).
+  jax.tree.map(lambda e, p0, p1: np.testing.assert_allclose(e, decay * p0 + (1 - decay) * p1,
+                                                            rtol=1e-5, atol=1e-7),
+               state.ema['params'], init.params, state.params)
+  assert state.variables() is state.ema
+  config.ema_decay = 0.0
+  _, (plain, _) = _one_step(config, _batch())
+  assert plain.ema == {} and plain.variables()['params'] is plain.params
+
+
+def test_training_evaluates_and_keeps_the_moving_average(tmp_path, small_archive, tfds_dir):
+  config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=2, ema_decay=0.9)
+  workdir = tmp_path / 'run'
+  state = train.train_and_evaluate(config, str(workdir))
+  recorded = _records(workdir, 'public_test')[-1]
+  ema = evaluate.evaluate_model(config, state.ema, 'public_test')
+  raw = evaluate.evaluate_model(config, {'params': state.params, 'batch_stats': {}}, 'public_test')
+  assert recorded['loss'] == pytest.approx(ema['loss'], rel=1e-4)
+  assert recorded['loss'] != pytest.approx(raw['loss'], rel=1e-3)
+  result = evaluate.evaluate_checkpoint(str(workdir), 'public_test', step=recorded['step'])
+  assert result['loss'] == pytest.approx(ema['loss'], rel=1e-4)
+
+
+def test_one_cycle_rises_to_the_peak_then_anneals():
+  config = tiny.get_config()
+  config.optimizer.update(schedule='onecycle', learning_rate=0.1, warmup_epochs=3)
+  schedule = train.create_learning_rate_schedule(config, steps_per_epoch=10, total_steps=100)
+  assert float(schedule(0)) == pytest.approx(0.1 / 25)
+  assert float(schedule(30)) == pytest.approx(0.1)
+  assert float(schedule(15)) < float(schedule(25)) < 0.1
+  assert float(schedule(100)) == pytest.approx(0.1 / 25 / 1e4, rel=1e-3)
+
+
+def test_bfloat16_computes_in_bfloat16_on_float32_parameters():
+  config = tiny.get_config()
+  config.model = ml_collections.ConfigDict(
+      {'name': 'vgg', 'stages': ((4,), (8,)), 'hidden': (8,), 'dtype': 'bfloat16'})
+  init, (state, metrics) = _one_step(config, _batch())
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype('float32')}
+  images = models.preprocess(_batch()['image'])
+  logits, inter = init.apply_fn(init.variables(), images, train=False,
+                                capture_intermediates=True)
+  assert logits.dtype == jnp.float32
+  convs = [v for k, v in inter['intermediates'].items() if k.startswith('Conv')]
+  assert convs and all(c['__call__'][0].dtype == jnp.bfloat16 for c in convs)
+  assert np.isfinite(float(metrics['loss']))
+  with pytest.raises(UserError, match='config.model.dtype'):
+    models.create_model(ml_collections.ConfigDict({'name': 'vgg', 'dtype': 'int8'}), 7)
 
 
 def test_a_run_that_failed_before_any_checkpoint_restarts_with_a_fixed_config(
@@ -218,6 +312,32 @@ def test_evaluate_cli_writes_the_report_and_the_confusion_matrix(finished_run):
   assert set(report['per_class']) == set(fer2013.EMOTIONS)
   assert (workdir / 'eval' / f'public_test-step{step}-flip.png').stat().st_size > 10_000
   assert 'precision' in result.stdout and 'confusion matrix' in result.stdout
+
+
+def test_evaluate_cli_scores_an_ensemble_by_its_mean_probability(finished_run, tmp_path):
+  from fer_flax import checkpoints, export  # pylint: disable=g-import-not-at-top
+  config, workdir, _ = finished_run
+  best_step = _best(workdir)['step']
+  early_step = min(int(p.name) for p in (workdir / 'checkpoints').iterdir()
+                   if p.name.isdigit() and int(p.name) != best_step)
+  export.export(str(workdir), tmp_path / 'early', step=early_step)  # A second, other member.
+  out = tmp_path / 'ensemble.json'
+  result = subprocess.run([sys.executable, '-m', 'fer_flax.evaluate', f'--workdir={workdir}',
+                           f'--model={tmp_path / "early"}', '--split=public_test',
+                           f'--json={out}'], cwd=conftest.REPO, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads(out.read_text())
+  best = checkpoints.restore_variables(workdir)[1]
+  early = export.load(tmp_path / 'early')[1]
+  p_best, labels = evaluate.probabilities(config, best, 'public_test')
+  p_early, _ = evaluate.probabilities(config, early, 'public_test')
+  expected = evaluate.score((p_best + p_early) / 2, labels)
+  assert report['accuracy'] == expected['accuracy']
+  assert report['loss'] == pytest.approx(expected['loss'], rel=1e-3)
+  assert [m['step'] for m in report['members']] == [best_step, early_step]
+  assert report['members'][1]['accuracy'] == evaluate.score(p_early, labels)['accuracy']
+  assert 'ensemble of 2' in result.stdout
 
 
 def test_a_batch_norm_model_trains_restores_and_exports(tmp_path, small_archive, tfds_dir):
