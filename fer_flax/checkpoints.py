@@ -14,8 +14,12 @@ from fer_flax.errors import UserError
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
-# Fields that may differ when a run resumes: where the same data lives, not what it is.
-_RELOCATABLE_FIELDS = ('data.path', 'data.tfds_data_dir')
+# Fields that may differ when a run resumes: where the same data lives, not what it is, and how
+# the steps are compiled and fed, which changes no result beyond float rounding.
+_RELOCATABLE_FIELDS = ('data.path', 'data.tfds_data_dir', 'data.prefetch', 'steps_per_call',
+                       'cpu_compiler_options.')
+# Fields added after runs were made with configs that lack them, and the value those runs used.
+_ADDED_FIELDS = {'data.pipeline': 'tfds'}
 
 
 def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -41,7 +45,8 @@ def check_or_save_config(config: ml_collections.ConfigDict, workdir: pathlib.Pat
     saved = _flatten(json.loads(path.read_text()))
     now = _flatten(current)
     changed = sorted(k for k in set(saved) | set(now)
-                     if k not in _RELOCATABLE_FIELDS and saved.get(k) != now.get(k))
+                     if not k.startswith(_RELOCATABLE_FIELDS)
+                     and saved.get(k, _ADDED_FIELDS.get(k)) != now.get(k))
     if changed:
       diffs = ', '.join(f'{k}: {saved.get(k)!r} -> {now.get(k)!r}' for k in changed[:3])
       raise UserError(f'{workdir} holds a run with a different config ({diffs}); use a new '

@@ -2,6 +2,8 @@
 
 Parameters are replicated and batches sharded over a 1-D `data` mesh of every device; `jax.jit`
 inserts the gradient all-reduce (the JAX docs recommend this over `pmap`, now in maintenance).
+Batches come from tf.data (`config.data.pipeline='tfds'`) or from the split held on the devices
+(`'memory'`, which needs no TensorFlow and can run several steps per compiled call).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from absl import logging
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fer_flax import augment, checkpoints, fer2013, input_pipeline, models, tfds_builder, writers
+from fer_flax import augment, checkpoints, fer2013, in_memory, models, writers
 from fer_flax.errors import UserError
 
 Metrics = dict[str, jax.Array]
@@ -130,6 +132,21 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   return state, {'loss': loss.sum(), 'correct': correct.sum(), 'count': jnp.float32(loss.size)}
 
 
+def train_steps(state: TrainState, arrays: in_memory.Arrays, permutation: jax.Array,
+                first_index: jax.Array, rng: jax.Array, *, config: ml_collections.ConfigDict,
+                data: in_memory.TrainData, num_steps: int) -> tuple[TrainState, Metrics]:
+  """`num_steps` train steps in one compiled call, their batches gathered on the devices.
+
+  The steps are written out, not looped: XLA:CPU ran a seed_cnn step ~50x slower in a while loop.
+  """
+
+  def body(state, index):
+    return train_step(state, data.batch(arrays, permutation, index), rng, config=config)
+
+  state, metrics = jax.lax.scan(body, state, first_index + jnp.arange(num_steps), unroll=True)
+  return state, jax.tree.map(lambda m: m.sum(0), metrics)
+
+
 def tta_log_probs(apply_fn: Callable, variables: dict[str, Any], images: jax.Array,
                   tta: str = 'none') -> jax.Array:
   """[B, classes] log-probabilities of uint8 images, averaged in probability over TTA views."""
@@ -179,10 +196,16 @@ def summarize(metrics: Iterable[Metrics]) -> dict[str, Any]:
 class Parallel:
   """The device mesh, the shardings, and the jitted steps placed on them."""
 
-  def __init__(self, devices: list[jax.Device] | None = None):
+  def __init__(self, devices: list[jax.Device] | None = None,
+               cpu_compiler_options: dict[str, Any] | None = None):
     self.mesh = Mesh(np.asarray(devices or jax.devices()), ('data',))
     self.replicated = NamedSharding(self.mesh, P())
     self.data = NamedSharding(self.mesh, P('data'))
+    self.on_cpu = self.mesh.devices.flat[0].platform == 'cpu'
+    self.compiler_options = dict(cpu_compiler_options or {}) if self.on_cpu else {}
+
+  def jit(self, fn: Callable, **kwargs) -> Callable:
+    return jax.jit(fn, compiler_options=self.compiler_options or None, **kwargs)
 
   @property
   def num_devices(self) -> int:
@@ -194,16 +217,21 @@ class Parallel:
                       f'devices; use a multiple of {self.num_devices}')
 
   def jit_train_step(self, config: ml_collections.ConfigDict) -> Callable:
-    return jax.jit(functools.partial(train_step, config=config),
+    return self.jit(functools.partial(train_step, config=config),
                    in_shardings=(self.replicated, self.data, self.replicated),
                    out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
 
+  def jit_train_steps(self, config: ml_collections.ConfigDict, data: in_memory.TrainData,
+                      num_steps: int) -> Callable:
+    return self.jit(functools.partial(train_steps, config=config, data=data, num_steps=num_steps),
+                   out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+
   def jit_eval_step(self, apply_fn: Callable, tta: str = 'none') -> Callable:
-    return jax.jit(functools.partial(eval_step, apply_fn=apply_fn, tta=tta),
+    return self.jit(functools.partial(eval_step, apply_fn=apply_fn, tta=tta),
                    in_shardings=(self.replicated, self.data), out_shardings=self.replicated)
 
   def jit_predict_step(self, apply_fn: Callable, tta: str = 'none') -> Callable:
-    return jax.jit(functools.partial(predict_step, apply_fn=apply_fn, tta=tta),
+    return self.jit(functools.partial(predict_step, apply_fn=apply_fn, tta=tta),
                    in_shardings=(self.replicated, self.data), out_shardings=self.replicated)
 
   def to_global(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -256,23 +284,100 @@ def _format_seconds(seconds: float) -> str:
   return f'{hours}h{minutes:02d}m' if hours else f'{minutes}m{seconds:02d}s'
 
 
+class TfdsFeed:
+  """tf.data batches from the prepared TFDS dataset, one compiled step per batch."""
+
+  def __init__(self, config: ml_collections.ConfigDict, parallel: Parallel):
+    # TensorFlow is imported here, so that the in-memory path runs without it.
+    from fer_flax import input_pipeline, tfds_builder  # pylint: disable=g-import-not-at-top
+    if config.steps_per_call != 1:
+      raise UserError(f'config.steps_per_call={config.steps_per_call} needs the in-memory input: '
+                      'add --config.data.pipeline=memory, or set steps_per_call to 1')
+    builder = tfds_builder.prepare(config.data.path, config.data.tfds_data_dir)
+    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    self._train = input_pipeline.TrainData(builder, config.data.train_split, config.batch_size,
+                                           config.seed, **process)
+    self._eval, _ = input_pipeline.eval_data(builder, config.data.eval_split,
+                                             config.eval_batch_size, **process)
+    self.steps_per_epoch = self._train.steps_per_epoch
+    self._parallel, self._config = parallel, config
+
+  def eval_batches(self) -> Iterator[dict[str, jax.Array]]:
+    return map(self._parallel.to_global, self._eval.as_numpy_iterator())
+
+  def calls(self, start: int, stop: int) -> Iterator[tuple[int, Callable]]:
+    step_fn = self._parallel.jit_train_step(self._config)
+    batches = self._parallel.prefetch(self._train.iterate(start), self._config.data.prefetch)
+    for _ in range(start, stop):
+      yield 1, lambda state, rng: step_fn(state, next(batches), rng)
+
+
+class MemoryFeed:
+  """The splits held on the devices, `config.steps_per_call` steps per compiled call."""
+
+  def __init__(self, config: ml_collections.ConfigDict, parallel: Parallel):
+    if config.steps_per_call < 1:
+      raise UserError(f'config.steps_per_call={config.steps_per_call}; use 1 or more')
+    source = fer2013.Source(config.data.path)
+    self._train = in_memory.TrainData(*in_memory.load_split(source, config.data.train_split),
+                                      config.batch_size, config.seed, parallel.mesh)
+    self._eval = in_memory.eval_batches(*in_memory.load_split(source, config.data.eval_split),
+                                        config.eval_batch_size, parallel.data)
+    self.steps_per_epoch = self._train.steps_per_epoch
+    self._parallel, self._config = parallel, config
+
+  def eval_batches(self) -> list[dict[str, jax.Array]]:
+    return self._eval
+
+  def _run(self, steps_fn: Callable, permutation: jax.Array, index: int, state: TrainState,
+           rng: jax.Array) -> tuple[TrainState, Metrics]:
+    return steps_fn(state, self._train.arrays, permutation, jnp.int32(index), rng)
+
+  def calls(self, start: int, stop: int) -> Iterator[tuple[int, Callable]]:
+    compiled: dict[int, Callable] = {}
+    step = start
+    while step < stop:
+      epoch, index = divmod(step, self.steps_per_epoch)
+      permutation = self._train.permutation(epoch)
+      while index < self.steps_per_epoch and step < stop:
+        n = min(self._config.steps_per_call, self.steps_per_epoch - index, stop - step)
+        if n not in compiled:
+          compiled[n] = self._parallel.jit_train_steps(self._config, self._train, n)
+        yield n, functools.partial(self._run, compiled[n], permutation, index)
+        index, step = index + n, step + n
+
+
+def create_feed(config: ml_collections.ConfigDict, parallel: Parallel) -> TfdsFeed | MemoryFeed:
+  """The input path `config.data.pipeline` names.
+
+  A feed has `steps_per_epoch`, `eval_batches()`, and `calls(start, stop)`, which yields (number of
+  steps, function advancing the state by that many steps); calls never cross the end of an epoch.
+  """
+  if config.data.pipeline == 'tfds':
+    return TfdsFeed(config, parallel)
+  if config.data.pipeline == 'memory':
+    return MemoryFeed(config, parallel)
+  raise UserError(f'unknown input pipeline {config.data.pipeline!r} in config.data.pipeline; '
+                  'choose tfds (tf.data) or memory (on the devices, no TensorFlow)')
+
+
+def _crossed(previous: int, step: int, every: int) -> bool:
+  """Whether a call that went from `previous` to `step` passed a multiple of `every`."""
+  return bool(every) and step // every > previous // every
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains per `config` in `workdir`, resuming from its latest checkpoint if there is one."""
   workdir_path = pathlib.Path(workdir)
   manager = checkpoints.manager(workdir_path, config)
   start_step = manager.latest_step() or 0
   checkpoints.check_or_save_config(config, workdir_path, resuming=bool(start_step))
-  parallel = Parallel()
+  parallel = Parallel(cpu_compiler_options=config.cpu_compiler_options.to_dict())
   parallel.check_batch_size(config.batch_size, 'batch_size')
   parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
   model = models.create_model(config.model, num_classes=len(fer2013.EMOTIONS))
-  builder = tfds_builder.prepare(config.data.path, config.data.tfds_data_dir)
-  process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  train_data = input_pipeline.TrainData(builder, config.data.train_split, config.batch_size,
-                                        config.seed, **process)
-  eval_ds, _ = input_pipeline.eval_data(builder, config.data.eval_split, config.eval_batch_size,
-                                        **process)
-  steps_per_epoch = train_data.steps_per_epoch
+  feed = create_feed(config, parallel)
+  steps_per_epoch = feed.steps_per_epoch
   total_steps = steps_per_epoch * config.num_epochs
 
   schedule = create_learning_rate_schedule(config, steps_per_epoch, total_steps)
@@ -287,22 +392,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     return state
 
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info('%s: %s parameters; %d %s device(s), %d process(es); %d steps/epoch, %d epochs; %s',
-               config.model.name, f'{num_params:,}', parallel.num_devices,
-               jax.devices()[0].platform, jax.process_count(), steps_per_epoch, config.num_epochs,
+  logging.info('%s: %s parameters; %d %s device(s), %d process(es); %s input; %d steps/epoch, '
+               '%d epochs; %s', config.model.name, f'{num_params:,}', parallel.num_devices,
+               jax.devices()[0].platform, jax.process_count(), config.data.pipeline,
+               steps_per_epoch, config.num_epochs,
                f'resuming at step {start_step}' if start_step else 'starting')
   writer = writers.create_writer(workdir_path, start_step, jax.process_index() == 0)
-  p_train_step = parallel.jit_train_step(config)
   p_eval_step = parallel.jit_eval_step(model.apply)
   dropout_rng = jax.device_put(dropout_rng, parallel.replicated)
-  batches = parallel.prefetch(train_data.iterate(start_step), config.data.prefetch)
 
   # Throughput counts training time only: evaluation and checkpointing are left out.
   window, window_step, window_seconds, tick = [], start_step, 0.0, time.perf_counter()
-  for step in range(start_step + 1, total_steps + 1):
-    state, metrics = p_train_step(state, next(batches), dropout_rng)
+  step = start_step
+  for num_steps, run_steps in feed.calls(start_step, total_steps):
+    state, metrics = run_steps(state, dropout_rng)
+    previous, step = step, step + num_steps
     window.append(metrics)
-    if step % config.log_every_steps == 0 or step == total_steps:
+    if _crossed(previous, step, config.log_every_steps) or step == total_steps:
       train = summarize(window)  # Waits for the window's steps to finish.
       window_seconds += time.perf_counter() - tick
       images_per_sec = (step - window_step) * config.batch_size / window_seconds
@@ -314,15 +420,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                    _format_seconds((total_steps - step) * config.batch_size / images_per_sec))
       window, window_step, window_seconds, tick = [], step, 0.0, time.perf_counter()
     end_of_epoch = step % steps_per_epoch == 0
-    if not (end_of_epoch or (config.checkpoint_every_steps
-                             and step % config.checkpoint_every_steps == 0)):
+    if not (end_of_epoch or _crossed(previous, step, config.checkpoint_every_steps)):
       continue
     jax.block_until_ready(state)
     window_seconds += time.perf_counter() - tick
     checkpoint_metrics = None
     if end_of_epoch:
-      result = evaluate(state.variables(), p_eval_step,
-                        map(parallel.to_global, eval_ds.as_numpy_iterator()))
+      result = evaluate(state.variables(), p_eval_step, feed.eval_batches())
       split = config.data.eval_split
       writer.write_scalars(step, {f'{split}/loss': result['loss'],
                                   f'{split}/accuracy': result['accuracy']})

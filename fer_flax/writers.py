@@ -1,5 +1,7 @@
 """Metric writers: CLU (TensorBoard and console) plus `metrics.jsonl` for scripts.
 
+Where TensorFlow, and so CLU, cannot be imported, the console and `metrics.jsonl` still work.
+
 Scalars are named `SPLIT/NAME`; `metrics.jsonl` gets one JSON object per write and split:
 `{"step": 900, "split": "public_test", "accuracy": 0.51, "loss": 1.32}`.
 """
@@ -11,6 +13,8 @@ import json
 import pathlib
 from collections.abc import Mapping
 from typing import Any
+
+from absl import logging
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -54,11 +58,50 @@ class JsonlWriter:
     self._file.close()
 
 
-def create_writer(workdir: str | pathlib.Path, resume_step: int, is_main: bool) -> Any:
-  """TensorBoard, console and `metrics.jsonl` on the main process; console alone elsewhere."""
-  from clu import metric_writers  # imports TensorFlow  # pylint: disable=g-import-not-at-top
-  clu_writer = metric_writers.create_default_writer(str(workdir), just_logging=not is_main)
+class ConsoleWriter:
+  """Scalars to the log, for runs where CLU (which needs TensorFlow) cannot be imported."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    logging.info('[%d] %s', step, ', '.join(f'{k}={float(v):.6g}' for k, v in scalars.items()))
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+class MultiWriter:
+  """Writes every record to each of `writers`."""
+
+  def __init__(self, writers: list[Any]):
+    self._writers = writers
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    for w in self._writers:
+      w.write_scalars(step, scalars)
+
+  def flush(self) -> None:
+    for w in self._writers:
+      w.flush()
+
+  def close(self) -> None:
+    for w in self._writers:
+      w.close()
+
+
+def create_writer(workdir: str | pathlib.Path, resume_step: int, is_main: bool) -> MultiWriter:
+  """TensorBoard, console and `metrics.jsonl` on the main process; console alone elsewhere.
+
+  Without TensorFlow (the in-memory input path on an accelerator host), TensorBoard is skipped.
+  """
+  try:
+    from clu import metric_writers  # imports TensorFlow  # pylint: disable=g-import-not-at-top
+    console = metric_writers.create_default_writer(str(workdir), just_logging=not is_main)
+  except ImportError as e:
+    if is_main:
+      logging.warning('No TensorBoard summaries (%s); writing metrics.jsonl and the console', e)
+    console = ConsoleWriter()
   if not is_main:
-    return clu_writer
-  jsonl = JsonlWriter(pathlib.Path(workdir) / METRICS_FILE, resume_step)
-  return metric_writers.MultiWriter([clu_writer, jsonl])
+    return MultiWriter([console])
+  return MultiWriter([console, JsonlWriter(pathlib.Path(workdir) / METRICS_FILE, resume_step)])

@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import pathlib
+import subprocess
 import sys
 import zipfile
 
@@ -22,6 +23,16 @@ if str(REPO) not in sys.path:  # `configs` is a folder of the repo, not of the p
 
 FOLDERS = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')  # label id order
 USAGE_PREFIX = {'Training': 'Training_', 'PublicTest': 'PublicTest_', 'PrivateTest': 'PrivateTest_'}
+
+
+def run_on_eight_cpu_devices(script: str) -> str:
+  """Runs a Python script in a process with 8 simulated CPU devices; returns its stdout."""
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
+         'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
 
 
 def face(label: int, rng: np.random.Generator) -> np.ndarray:

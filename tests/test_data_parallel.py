@@ -1,8 +1,5 @@
 """8 data-parallel devices compute the same step as 1 device on the same global batch."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 from tests import conftest
@@ -62,9 +59,4 @@ _SCRIPT = textwrap.dedent('''
 
 
 def test_eight_devices_equal_one_device():
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
-         'JAX_PLATFORMS': 'cpu'}
-  result = subprocess.run([sys.executable, '-c', _SCRIPT], cwd=conftest.REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'EQUAL' in result.stdout
+  assert 'EQUAL' in conftest.run_on_eight_cpu_devices(_SCRIPT)

@@ -1,8 +1,10 @@
 """Models: chosen by name, and seed_cnn is the original network exactly."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 
 from fer_flax import models
@@ -82,3 +84,72 @@ def test_describe_counts_parameters_and_flops():
   # Multiply-adds of the two convolutions and two dense layers, two FLOPs each.
   macs = 48 * 48 * 9 * 64 + 24 * 24 * 9 * 64 * 128 + 12 * 12 * 128 * 512 + 512 * 7
   assert 0.9 * 2 * macs < flops < 1.1 * 2 * macs
+
+
+@pytest.mark.parametrize('shape, dtype', [((3, 8, 8, 5), jnp.float32), ((2, 7, 9, 3), jnp.float32),
+                                          ((2, 6, 6, 4), jnp.bfloat16)])
+def test_max_pool_has_the_values_and_gradients_of_flax_max_pool(shape, dtype):
+  weights = jnp.arange(1, 1 + shape[-1], dtype=dtype)  # a distinct cotangent per channel
+  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  for x in (jax.random.normal(jax.random.key(0), shape, dtype),
+            jnp.round(jax.random.uniform(jax.random.key(1), shape, dtype) * 2),  # many ties
+            jnp.zeros(shape, dtype)):  # every window tied, as after a dead ReLU
+    assert jnp.array_equal(models.max_pool_2x2(x), flax_pool(x))
+    ours, theirs = (jax.grad(lambda x: (pool(x) * weights).sum().astype(jnp.float32))(x)
+                    for pool in (models.max_pool_2x2, flax_pool))
+    assert ours.dtype == dtype
+    assert jnp.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize('in_features, fields', [
+    (1, {}), (3, {'padding': 'VALID'}), (8, {'use_bias': False}), (1, {'strides': 2}),
+    (4, {'feature_group_count': 4, 'features': 4}), (2, {'kernel_size': (1, 1)})])
+def test_conv_has_the_parameters_values_and_gradients_of_flax_conv(in_features, fields):
+  fields = {'features': 5, 'kernel_size': (3, 3), **fields}
+  x = jax.random.normal(jax.random.key(0), (2, 10, 10, in_features))
+  ours, theirs = models.Conv(**fields), nn.Conv(**fields)
+  params = ours.init(jax.random.key(1), x)
+  jax.tree.map(np.testing.assert_array_equal, params, theirs.init(jax.random.key(1), x))
+
+  def loss(module, params, x):
+    y = module.apply(params, x)
+    return (y * jnp.arange(y.size).reshape(y.shape) / y.size).sum()
+
+  ours, theirs = (jax.grad(loss, argnums=(1, 2))(module, params, x) for module in (ours, theirs))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), ours, theirs)
+
+
+def test_sum_over_leading_axes():
+  x = jax.random.normal(jax.random.key(0), (4, 6, 6, 5))
+  np.testing.assert_allclose(models.sum_over_leading_axes(x), x.sum((0, 1, 2)), rtol=1e-5)
+  np.testing.assert_allclose(models.sum_over_leading_axes(x[:3, :3, :3]),
+                             x[:3, :3, :3].sum((0, 1, 2)), rtol=1e-5)
+
+
+class _PlainSeedCNN(nn.Module):
+  """seed_cnn written with stock Flax layers, as the original project had it."""
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    for width in (8, 16):
+      x = nn.max_pool(nn.relu(nn.Conv(width, (3, 3), padding='SAME')(x)), (2, 2), strides=(2, 2))
+    x = nn.relu(nn.Dense(32)(x.reshape((x.shape[0], -1))))
+    return nn.Dense(7)(nn.Dropout(0.5, deterministic=not train)(x))
+
+
+def test_seed_cnn_trains_as_the_plain_flax_network():
+  ours = models.SeedCNN(features=(8, 16), hidden=32)
+  x = jnp.round(jax.random.uniform(jax.random.key(0), (4, 48, 48, 1)) * 4) / 4  # ties in pools
+  params = _init(ours)
+  jax.tree.map(np.testing.assert_array_equal, params, _PlainSeedCNN().init(
+      jax.random.key(0), jnp.zeros((2, 48, 48, 1)), train=False)['params'])
+
+  def loss(module, params):
+    logits = module.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.key(2)})
+    return jax.nn.log_softmax(logits)[:, 3].mean()
+
+  (ours, grads), (theirs, plain_grads) = (jax.value_and_grad(loss, argnums=1)(m, params)
+                                          for m in (ours, _PlainSeedCNN()))
+  np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               grads, plain_grads)
