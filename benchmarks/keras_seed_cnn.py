@@ -21,9 +21,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 
-JIT = {'auto': 'auto', 'true': True, 'false': False}[os.environ.get('JIT', 'auto')]
-
-
 def build(keras):
   """seed_cnn in Keras: 9,515,783 parameters, as fer_flax's `seed_cnn`."""
   layers = keras.layers
@@ -61,8 +58,7 @@ def main() -> None:
   keras.utils.set_random_seed(0)
   model = build(keras)
   model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-7),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                jit_compile=JIT)
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
   ends = []
 

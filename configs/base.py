@@ -27,6 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adam'   # adam | adamw | sgd
   config.optimizer.learning_rate = 1e-3
+  config.optimizer.reference_batch_size = 0  # >0: learning_rate is for this batch size, and
+                                             # scales linearly with config.batch_size
   config.optimizer.b1 = 0.9
   config.optimizer.b2 = 0.999
   config.optimizer.eps = 1e-7      # Keras' default, which the original used
@@ -63,6 +65,16 @@ def get_config() -> ml_collections.ConfigDict:
   # XLA:CPU's convolutions ran 2x faster on the 2-core dev machine (README, "Speed").
   config.cpu_compiler_options = ml_collections.ConfigDict(
       {'xla_cpu_experimental_ynn_fusion_type': ''})
+
+  # Several processes (Cloud TPU pods, multi-host GPUs): fields left unset come from the
+  # environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) or JAX's detection of
+  # Cloud TPU, SLURM, Open MPI and Kubernetes.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.initialize = False      # call jax.distributed.initialize()
+  config.distributed.coordinator_address = ''  # HOST:PORT of process 0
+  config.distributed.num_processes = 0
+  config.distributed.process_id = -1
+  config.distributed.timeout_seconds = 300   # how long to wait for every process to join
 
   config.log_every_steps = 100
   config.checkpoint_every_steps = 0  # 0: save at the end of each epoch only

@@ -124,12 +124,11 @@ def _input(config: ml_collections.ConfigDict, parallel: train.Parallel,
   """The configured input path alone, on the real data."""
   if not config.data.path:
     return {'skipped': 'no data: pass --config.data.path=PATH/TO/fer2013.zip'}
-  if config.data.pipeline == 'memory':
-    start = time.perf_counter()
-    source = fer2013.Source(config.data.path)
-    images, labels = in_memory.load_split(source, config.data.train_split)
-    data = in_memory.TrainData(images, labels, config.batch_size, config.seed, parallel.mesh)
-    load_seconds = time.perf_counter() - start
+  start = time.perf_counter()
+  feed = train.create_feed(config, parallel)
+  load_seconds = time.perf_counter() - start
+  data = feed.train
+  if isinstance(feed, train.MemoryFeed):
     order, gather = data.permutation(0), jax.jit(data.batch)
     gather(data.arrays, order, 0)
     count = min(steps, data.steps_per_epoch)
@@ -137,16 +136,13 @@ def _input(config: ml_collections.ConfigDict, parallel: train.Parallel,
                  count * config.batch_size)
     return {'images_per_sec': rate, 'load_seconds': load_seconds,
             'what': 'batches gathered on the devices from the split held there'}
-  from fer_flax import input_pipeline, tfds_builder  # pylint: disable=g-import-not-at-top
-  builder = tfds_builder.prepare(config.data.path, config.data.tfds_data_dir)
-  data = input_pipeline.TrainData(builder, config.data.train_split, config.batch_size,
-                                  config.seed, jax.process_index(), jax.process_count())
   batches = data.iterate()
   next(batches)
   count = min(steps * 3, data.steps_per_epoch - 1)
   rate = _rate(lambda: [next(batches) for _ in range(count)], count * config.batch_size,
                repeats=1)
-  return {'images_per_sec': rate, 'what': 'tf.data batches on the host'}
+  return {'images_per_sec': rate, 'load_seconds': load_seconds,
+          'what': 'tf.data batches on the host'}
 
 
 def _memory() -> dict[str, Any]:
@@ -222,7 +218,8 @@ def format_report(report: dict[str, Any]) -> str:
   if 'skipped' in inp:
     lines.append(f"input: skipped ({inp['skipped']})")
   else:
-    lines.append(f"input: {inp['images_per_sec']:8.1f} images/s  ({inp['what']})")
+    lines.append(f"input: {inp['images_per_sec']:8.1f} images/s  ({inp['what']}; "
+                 f"set up in {inp['load_seconds']:.1f} s)")
   for name, value in report['memory'].items():
     lines.append(f"memory: {name.replace('_', ' ')} {value / 2**20:.0f} MiB")
   for backend, peer in report.get('keras', {}).items():

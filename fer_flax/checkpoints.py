@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import json
-import pathlib
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from fer_flax.errors import UserError
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
 # Fields that may differ when a run resumes: where the same data lives, not what it is, and how
-# the steps are compiled and fed, which changes no result beyond float rounding.
+# the steps are compiled, fed and spread over processes, which changes no result beyond float
+# rounding.
 _RELOCATABLE_FIELDS = ('data.path', 'data.tfds_data_dir', 'data.prefetch', 'steps_per_call',
-                       'cpu_compiler_options.')
+                       'cpu_compiler_options.', 'distributed.')
 # Fields added after runs were made with configs that lack them, and the value those runs used.
-_ADDED_FIELDS = {'data.pipeline': 'tfds'}
+_ADDED_FIELDS = {'data.pipeline': 'tfds', 'optimizer.reference_batch_size': 0}
 
 
 def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -32,14 +33,20 @@ def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
   return out
 
 
-def check_or_save_config(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+def workdir_path(workdir: epath.PathLike) -> epath.Path:
+  """A workdir as a path of any file system epath knows (gs:// too); local ones made absolute."""
+  path = epath.Path(workdir)
+  return path if '://' in str(workdir) else path.absolute()
+
+
+def check_or_save_config(config: ml_collections.ConfigDict, workdir: epath.PathLike,
                          resuming: bool) -> None:
   """Saves the run's config in the workdir, or refuses to resume a run made with another one.
 
   Without checkpoints there is nothing to protect: a run that failed at start-up (a typo in a
   field, say) is simply started again with the corrected config.
   """
-  path = workdir / CONFIG_FILE
+  path = epath.Path(workdir) / CONFIG_FILE
   current = json.loads(config.to_json_best_effort())
   if resuming and path.exists():
     saved = _flatten(json.loads(path.read_text()))
@@ -52,18 +59,19 @@ def check_or_save_config(config: ml_collections.ConfigDict, workdir: pathlib.Pat
       raise UserError(f'{workdir} holds a run with a different config ({diffs}); use a new '
                       '--workdir, or repeat the overrides that run used (see its config.json)')
     return
-  path.write_text(json.dumps(current, indent=2, sort_keys=True) + '\n')
+  if jax.process_index() == 0:
+    path.write_text(json.dumps(current, indent=2, sort_keys=True) + '\n')
 
 
-def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
   """The config a run in `workdir` was trained with."""
-  path = pathlib.Path(workdir) / CONFIG_FILE
+  path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     raise UserError(f'{path} does not exist; pass the --workdir of a training run')
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def manager(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
+def manager(workdir: epath.PathLike, config: ml_collections.ConfigDict,
             read_only: bool = False) -> ocp.CheckpointManager:
   """Keeps the latest `config.keep_checkpoints` plus the best by eval accuracy.
 
@@ -77,7 +85,8 @@ def manager(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
       create=not read_only, save_interval_steps=0 if read_only else 1,
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
           [ocp.checkpoint_managers.LatestN(config.keep_checkpoints), best]))
-  return ocp.CheckpointManager(pathlib.Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
+  return ocp.CheckpointManager(workdir_path(workdir) / CHECKPOINT_DIR, options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
 
 
 def restore(mngr: ocp.CheckpointManager, state: Any, step: int) -> Any:
@@ -86,7 +95,7 @@ def restore(mngr: ocp.CheckpointManager, state: Any, step: int) -> Any:
   return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
-def restore_variables(workdir: str | pathlib.Path, step: int | None = None
+def restore_variables(workdir: epath.PathLike, step: int | None = None
                       ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
   """(config, evaluation variables, step) of a run's best checkpoint, or of `step`; no optimizer.
 
@@ -97,9 +106,13 @@ def restore_variables(workdir: str | pathlib.Path, step: int | None = None
   step = mngr.best_step() if step is None else step
   if step is None or step not in mngr.all_steps():
     raise UserError(f'no checkpoint {"" if step is None else f"at step {step} "}in '
-                    f'{pathlib.Path(workdir) / CHECKPOINT_DIR} (it has steps '
+                    f'{epath.Path(workdir) / CHECKPOINT_DIR} (it has steps '
                     f'{list(mngr.all_steps())}); pass one of those with --step')
-  restored = mngr.restore(step, args=ocp.args.StandardRestore())
+  # Onto this process's first device, whatever devices and processes saved it (a TPU slice, say).
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local),
+                          mngr.item_metadata(step))
+  restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   if restored.get('ema'):  # The moving average is what the run evaluated and chose by.
     restored = restored['ema']
   return config, {'params': restored['params'],

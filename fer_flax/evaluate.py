@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
+from etils import epath
 
 from fer_flax import augment, checkpoints, export, fer2013, input_pipeline, models, plots, report
 from fer_flax import tfds_builder, train
@@ -148,8 +149,8 @@ def main(argv: list[str]) -> None:
       name = f'{pathlib.Path(models_[0]).name}-{name}'
   if FLAGS.tta != 'none':
     name += f'-{FLAGS.tta}'
-  eval_dir = pathlib.Path(workdirs[0] if workdirs else '.', 'eval')
-  path = pathlib.Path(FLAGS.json or eval_dir / f'{name}.json')
+  eval_dir = epath.Path(workdirs[0] if workdirs else '.') / 'eval'
+  path = epath.Path(FLAGS.json or eval_dir / f'{name}.json')
   print(report.format_report(result))
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)

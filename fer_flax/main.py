@@ -3,7 +3,8 @@
   python -m fer_flax.main --config=configs/base.py --workdir=/tmp/run \
       --config.data.path=PATH/TO/fer2013.zip
 
-Re-running the same command resumes from the workdir's latest checkpoint.
+Re-running the same command resumes from the workdir's latest checkpoint. On SIGTERM it saves a
+checkpoint after the current step and exits with status 143, for the scheduler to restart it.
 """
 
 import logging as std_logging
@@ -17,7 +18,7 @@ import jax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fer_flax import train
+from fer_flax import distributed, preemption, train
 from fer_flax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -39,12 +40,16 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  logging.info('JAX process %d/%d, local devices: %s', jax.process_index(), jax.process_count(),
-               jax.local_devices())
   try:
+    distributed.initialize(FLAGS.config)
+    logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
+                 jax.process_count(), jax.local_devices())
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except UserError as e:
     sys.exit(f'fer_flax: error: {e}')
+  except preemption.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(preemption.EXIT_STATUS)
 
 
 if __name__ == '__main__':

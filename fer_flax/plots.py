@@ -13,7 +13,6 @@ classifies a few faces of each class of a split and shows them with true and pre
 from __future__ import annotations
 
 import collections
-import pathlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -24,13 +23,14 @@ matplotlib.use('Agg')  # Files only; never a window.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from absl import app, flags  # pylint: disable=g-import-not-at-top
+from etils import epath  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
 from fer_flax import fer2013, writers  # pylint: disable=g-import-not-at-top
 from fer_flax.errors import UserError  # pylint: disable=g-import-not-at-top
 
 
-def confusion_matrix_png(report: dict[str, Any], path: str | pathlib.Path) -> pathlib.Path:
+def confusion_matrix_png(report: dict[str, Any], path: epath.PathLike) -> epath.Path:
   """Row-normalised colours with the counts written in the cells; class names on both axes."""
   counts = np.asarray(report['confusion_matrix'])
   normalized = np.asarray(report['confusion_matrix_normalized'])
@@ -55,8 +55,8 @@ def confusion_matrix_png(report: dict[str, Any], path: str | pathlib.Path) -> pa
   return _save(fig, path)
 
 
-def curves_png(records: Sequence[dict[str, Any]], path: str | pathlib.Path,
-               title: str = '') -> pathlib.Path:
+def curves_png(records: Sequence[dict[str, Any]], path: epath.PathLike,
+               title: str = '') -> epath.Path:
   """Loss and accuracy against step for every split found in a run's metrics."""
   by_split: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
   for r in records:
@@ -80,8 +80,8 @@ def curves_png(records: Sequence[dict[str, Any]], path: str | pathlib.Path,
   return _save(fig, path)
 
 
-def prediction_grid_png(predictor: Any, source: Any, split: str, path: str | pathlib.Path,
-                        per_class: int = 3, seed: int = 0) -> pathlib.Path:
+def prediction_grid_png(predictor: Any, source: Any, split: str, path: epath.PathLike,
+                        per_class: int = 3, seed: int = 0) -> epath.Path:
   """`per_class` random faces of each class of `split`, titled true -> predicted (confidence)."""
   records = [r for r in source.records if r.split == split]
   if not records:
@@ -112,8 +112,8 @@ def prediction_grid_png(predictor: Any, source: Any, split: str, path: str | pat
   return _save(fig, path)
 
 
-def augment_grid_png(images: np.ndarray, config: Any, path: str | pathlib.Path, views: int = 6,
-                     seed: int = 0) -> pathlib.Path:
+def augment_grid_png(images: np.ndarray, config: Any, path: epath.PathLike, views: int = 6,
+                     seed: int = 0) -> epath.Path:
   """Each uint8 face of `images`, then `views` draws of the train step's augmentation of it."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -138,10 +138,12 @@ def augment_grid_png(images: np.ndarray, config: Any, path: str | pathlib.Path, 
   return _save(fig, path)
 
 
-def _save(fig: Any, path: str | pathlib.Path) -> pathlib.Path:
-  path = pathlib.Path(path)
+def _save(fig: Any, path: epath.PathLike) -> epath.Path:
+  """Saves a PNG to any file system epath knows (a gs:// workdir's eval/ too)."""
+  path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path)
+  with path.open('wb') as f:
+    fig.savefig(f, format='png')
   plt.close(fig)
   return path
 
@@ -161,17 +163,17 @@ def _define_flags() -> None:
   config_flags.DEFINE_config_file('config', None, 'augment: the training config to illustrate.')
 
 
-def _curves() -> pathlib.Path:
+def _curves() -> epath.Path:
   if not FLAGS.workdir:
     raise app.UsageError('curves needs --workdir')
-  metrics = pathlib.Path(FLAGS.workdir) / writers.METRICS_FILE
+  metrics = epath.Path(FLAGS.workdir) / writers.METRICS_FILE
   if not metrics.exists():
     raise UserError(f'{metrics} does not exist; pass the --workdir of a training run')
-  out = FLAGS.out or pathlib.Path(FLAGS.workdir, 'curves.png')
+  out = FLAGS.out or epath.Path(FLAGS.workdir) / 'curves.png'
   return curves_png(writers.read_metrics(metrics), out, title=str(FLAGS.workdir))
 
 
-def _grid() -> pathlib.Path:
+def _grid() -> epath.Path:
   from fer_flax import predict  # pylint: disable=g-import-not-at-top
   if (FLAGS.model is None) == (FLAGS.workdir is None) or not FLAGS.data:
     raise app.UsageError('grid needs --data and one of --model and --workdir')
@@ -180,7 +182,7 @@ def _grid() -> pathlib.Path:
                              FLAGS.out or 'grid.png', per_class=FLAGS.per_class)
 
 
-def _augment() -> pathlib.Path:
+def _augment() -> epath.Path:
   if FLAGS.config is None or not FLAGS.data:
     raise app.UsageError('augment needs --config and --data')
   source = fer2013.Source(FLAGS.data)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import pathlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -25,7 +24,7 @@ from absl import logging
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fer_flax import augment, checkpoints, fer2013, in_memory, models, writers
+from fer_flax import augment, checkpoints, fer2013, in_memory, models, preemption, writers
 from fer_flax.errors import UserError
 
 Metrics = dict[str, jax.Array]
@@ -52,23 +51,28 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_e
 
   One-cycle (Smith & Topin, 2019) warms up by cosine over the warm-up epochs from
   peak / onecycle_div_factor, then anneals to peak / onecycle_div_factor / onecycle_final_div_factor.
+  With `optimizer.reference_batch_size`, the peak scales linearly with the batch size (Goyal et
+  al., 2017), so one config serves a laptop's batch and an accelerator's.
   """
   opt = config.optimizer
+  peak = opt.learning_rate
+  if opt.reference_batch_size:
+    peak *= config.batch_size / opt.reference_batch_size
   warmup_steps = int(opt.warmup_epochs * steps_per_epoch)
   if opt.schedule == 'onecycle':
     return optax.cosine_onecycle_schedule(
-        total_steps, opt.learning_rate, pct_start=warmup_steps / total_steps,
+        total_steps, peak, pct_start=warmup_steps / total_steps,
         div_factor=opt.onecycle_div_factor, final_div_factor=opt.onecycle_final_div_factor)
   if opt.schedule == 'constant':
-    main = optax.constant_schedule(opt.learning_rate)
+    main = optax.constant_schedule(peak)
   elif opt.schedule == 'cosine':
-    main = optax.cosine_decay_schedule(opt.learning_rate, max(total_steps - warmup_steps, 1))
+    main = optax.cosine_decay_schedule(peak, max(total_steps - warmup_steps, 1))
   else:
     raise UserError(f'unknown schedule {opt.schedule!r} in config.optimizer.schedule; '
                     'choose constant, cosine or onecycle')
   if not warmup_steps:
     return main
-  warmup = optax.linear_schedule(0.0, opt.learning_rate, warmup_steps)
+  warmup = optax.linear_schedule(0.0, peak, warmup_steps)
   return optax.join_schedules([warmup, main], [warmup_steps])
 
 
@@ -134,17 +138,25 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
 def train_steps(state: TrainState, arrays: in_memory.Arrays, permutation: jax.Array,
                 first_index: jax.Array, rng: jax.Array, *, config: ml_collections.ConfigDict,
-                data: in_memory.TrainData, num_steps: int) -> tuple[TrainState, Metrics]:
+                data: in_memory.TrainData, num_steps: int,
+                unroll: bool) -> tuple[TrainState, Metrics]:
   """`num_steps` train steps in one compiled call, their batches gathered on the devices.
 
-  The steps are written out, not looped: XLA:CPU ran a seed_cnn step ~50x slower in a while loop.
+  `unroll` writes the steps out instead of looping: XLA:CPU ran a seed_cnn step ~50x slower
+  inside a while loop (and `scan(unroll=True)` still loops when `num_steps` is 1).
   """
 
   def body(state, index):
     return train_step(state, data.batch(arrays, permutation, index), rng, config=config)
 
-  state, metrics = jax.lax.scan(body, state, first_index + jnp.arange(num_steps), unroll=True)
-  return state, jax.tree.map(lambda m: m.sum(0), metrics)
+  if not unroll:
+    state, metrics = jax.lax.scan(body, state, first_index + jnp.arange(num_steps))
+    return state, jax.tree.map(lambda m: m.sum(0), metrics)
+  metrics = []
+  for offset in range(num_steps):
+    state, step_metrics = body(state, first_index + offset)
+    metrics.append(step_metrics)
+  return state, jax.tree.map(lambda *m: sum(m), *metrics)
 
 
 def tta_log_probs(apply_fn: Callable, variables: dict[str, Any], images: jax.Array,
@@ -223,8 +235,10 @@ class Parallel:
 
   def jit_train_steps(self, config: ml_collections.ConfigDict, data: in_memory.TrainData,
                       num_steps: int) -> Callable:
-    return self.jit(functools.partial(train_steps, config=config, data=data, num_steps=num_steps),
-                   out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+    step_fn = functools.partial(train_steps, config=config, data=data, num_steps=num_steps,
+                                unroll=self.on_cpu)
+    return self.jit(step_fn, out_shardings=(self.replicated, self.replicated),
+                    donate_argnums=(0,))
 
   def jit_eval_step(self, apply_fn: Callable, tta: str = 'none') -> Callable:
     return self.jit(functools.partial(eval_step, apply_fn=apply_fn, tta=tta),
@@ -295,11 +309,11 @@ class TfdsFeed:
                       'add --config.data.pipeline=memory, or set steps_per_call to 1')
     builder = tfds_builder.prepare(config.data.path, config.data.tfds_data_dir)
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    self._train = input_pipeline.TrainData(builder, config.data.train_split, config.batch_size,
-                                           config.seed, **process)
+    self.train = input_pipeline.TrainData(builder, config.data.train_split, config.batch_size,
+                                          config.seed, **process)
     self._eval, _ = input_pipeline.eval_data(builder, config.data.eval_split,
                                              config.eval_batch_size, **process)
-    self.steps_per_epoch = self._train.steps_per_epoch
+    self.steps_per_epoch = self.train.steps_per_epoch
     self._parallel, self._config = parallel, config
 
   def eval_batches(self) -> Iterator[dict[str, jax.Array]]:
@@ -307,7 +321,7 @@ class TfdsFeed:
 
   def calls(self, start: int, stop: int) -> Iterator[tuple[int, Callable]]:
     step_fn = self._parallel.jit_train_step(self._config)
-    batches = self._parallel.prefetch(self._train.iterate(start), self._config.data.prefetch)
+    batches = self._parallel.prefetch(self.train.iterate(start), self._config.data.prefetch)
     for _ in range(start, stop):
       yield 1, lambda state, rng: step_fn(state, next(batches), rng)
 
@@ -319,11 +333,11 @@ class MemoryFeed:
     if config.steps_per_call < 1:
       raise UserError(f'config.steps_per_call={config.steps_per_call}; use 1 or more')
     source = fer2013.Source(config.data.path)
-    self._train = in_memory.TrainData(*in_memory.load_split(source, config.data.train_split),
-                                      config.batch_size, config.seed, parallel.mesh)
+    self.train = in_memory.TrainData(*in_memory.load_split(source, config.data.train_split),
+                                     config.batch_size, config.seed, parallel.mesh)
     self._eval = in_memory.eval_batches(*in_memory.load_split(source, config.data.eval_split),
                                         config.eval_batch_size, parallel.data)
-    self.steps_per_epoch = self._train.steps_per_epoch
+    self.steps_per_epoch = self.train.steps_per_epoch
     self._parallel, self._config = parallel, config
 
   def eval_batches(self) -> list[dict[str, jax.Array]]:
@@ -331,18 +345,18 @@ class MemoryFeed:
 
   def _run(self, steps_fn: Callable, permutation: jax.Array, index: int, state: TrainState,
            rng: jax.Array) -> tuple[TrainState, Metrics]:
-    return steps_fn(state, self._train.arrays, permutation, jnp.int32(index), rng)
+    return steps_fn(state, self.train.arrays, permutation, jnp.int32(index), rng)
 
   def calls(self, start: int, stop: int) -> Iterator[tuple[int, Callable]]:
     compiled: dict[int, Callable] = {}
     step = start
     while step < stop:
       epoch, index = divmod(step, self.steps_per_epoch)
-      permutation = self._train.permutation(epoch)
+      permutation = self.train.permutation(epoch)
       while index < self.steps_per_epoch and step < stop:
         n = min(self._config.steps_per_call, self.steps_per_epoch - index, stop - step)
         if n not in compiled:
-          compiled[n] = self._parallel.jit_train_steps(self._config, self._train, n)
+          compiled[n] = self._parallel.jit_train_steps(self._config, self.train, n)
         yield n, functools.partial(self._run, compiled[n], permutation, index)
         index, step = index + n, step + n
 
@@ -350,8 +364,9 @@ class MemoryFeed:
 def create_feed(config: ml_collections.ConfigDict, parallel: Parallel) -> TfdsFeed | MemoryFeed:
   """The input path `config.data.pipeline` names.
 
-  A feed has `steps_per_epoch`, `eval_batches()`, and `calls(start, stop)`, which yields (number of
-  steps, function advancing the state by that many steps); calls never cross the end of an epoch.
+  A feed has `steps_per_epoch`, `train` (its training data), `eval_batches()`, and
+  `calls(start, stop)`, which yields (number of steps, function advancing the state by that many
+  steps); calls never cross the end of an epoch.
   """
   if config.data.pipeline == 'tfds':
     return TfdsFeed(config, parallel)
@@ -368,7 +383,7 @@ def _crossed(previous: int, step: int, every: int) -> bool:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains per `config` in `workdir`, resuming from its latest checkpoint if there is one."""
-  workdir_path = pathlib.Path(workdir)
+  workdir_path = checkpoints.workdir_path(workdir)
   manager = checkpoints.manager(workdir_path, config)
   start_step = manager.latest_step() or 0
   checkpoints.check_or_save_config(config, workdir_path, resuming=bool(start_step))
@@ -381,7 +396,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   total_steps = steps_per_epoch * config.num_epochs
 
   schedule = create_learning_rate_schedule(config, steps_per_epoch, total_steps)
-  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  # Made by a compiled call, as device_put cannot place a host value on other processes' devices.
+  init_rng, dropout_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+                                  out_shardings=parallel.replicated)()
   state = create_train_state(model, create_optimizer(config, schedule), init_rng,
                              parallel.replicated, ema=bool(config.ema_decay))
   if start_step:
@@ -399,41 +416,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                f'resuming at step {start_step}' if start_step else 'starting')
   writer = writers.create_writer(workdir_path, start_step, jax.process_index() == 0)
   p_eval_step = parallel.jit_eval_step(model.apply)
-  dropout_rng = jax.device_put(dropout_rng, parallel.replicated)
 
   # Throughput counts training time only: evaluation and checkpointing are left out.
   window, window_step, window_seconds, tick = [], start_step, 0.0, time.perf_counter()
   step = start_step
-  for num_steps, run_steps in feed.calls(start_step, total_steps):
-    state, metrics = run_steps(state, dropout_rng)
-    previous, step = step, step + num_steps
-    window.append(metrics)
-    if _crossed(previous, step, config.log_every_steps) or step == total_steps:
-      train = summarize(window)  # Waits for the window's steps to finish.
+  with preemption.Watch() as watch:
+    for call, (num_steps, run_steps) in enumerate(feed.calls(start_step, total_steps)):
+      state, metrics = run_steps(state, dropout_rng)
+      previous, step = step, step + num_steps
+      window.append(metrics)
+      if _crossed(previous, step, config.log_every_steps) or step == total_steps:
+        train = summarize(window)  # Waits for the window's steps to finish.
+        window_seconds += time.perf_counter() - tick
+        images_per_sec = (step - window_step) * config.batch_size / window_seconds
+        writer.write_scalars(step, {'train/loss': train['loss'],
+                                    'train/accuracy': train['accuracy'],
+                                    'train/learning_rate': float(schedule(step - 1)),
+                                    'train/images_per_sec': images_per_sec})
+        logging.info('step %d/%d (epoch %.2f/%d): %.0f images/s, ETA %s', step, total_steps,
+                     step / steps_per_epoch, config.num_epochs, images_per_sec,
+                     _format_seconds((total_steps - step) * config.batch_size / images_per_sec))
+        window, window_step, window_seconds, tick = [], step, 0.0, time.perf_counter()
+      end_of_epoch = step % steps_per_epoch == 0
+      preempted = watch.reached(call) and step < total_steps
+      if not (end_of_epoch or preempted or _crossed(previous, step, config.checkpoint_every_steps)):
+        continue
+      jax.block_until_ready(state)
       window_seconds += time.perf_counter() - tick
-      images_per_sec = (step - window_step) * config.batch_size / window_seconds
-      writer.write_scalars(step, {'train/loss': train['loss'], 'train/accuracy': train['accuracy'],
-                                  'train/learning_rate': float(schedule(step - 1)),
-                                  'train/images_per_sec': images_per_sec})
-      logging.info('step %d/%d (epoch %.2f/%d): %.0f images/s, ETA %s', step, total_steps,
-                   step / steps_per_epoch, config.num_epochs, images_per_sec,
-                   _format_seconds((total_steps - step) * config.batch_size / images_per_sec))
-      window, window_step, window_seconds, tick = [], step, 0.0, time.perf_counter()
-    end_of_epoch = step % steps_per_epoch == 0
-    if not (end_of_epoch or _crossed(previous, step, config.checkpoint_every_steps)):
-      continue
-    jax.block_until_ready(state)
-    window_seconds += time.perf_counter() - tick
-    checkpoint_metrics = None
-    if end_of_epoch:
-      result = evaluate(state.variables(), p_eval_step, feed.eval_batches())
-      split = config.data.eval_split
-      writer.write_scalars(step, {f'{split}/loss': result['loss'],
-                                  f'{split}/accuracy': result['accuracy']})
-      checkpoint_metrics = {'accuracy': result['accuracy'], 'loss': result['loss']}
-    manager.save(step, args=ocp.args.StandardSave(state), metrics=checkpoint_metrics)
-    writer.flush()
-    tick = time.perf_counter()
+      checkpoint_metrics = None
+      if end_of_epoch:
+        result = evaluate(state.variables(), p_eval_step, feed.eval_batches())
+        split = config.data.eval_split
+        writer.write_scalars(step, {f'{split}/loss': result['loss'],
+                                    f'{split}/accuracy': result['accuracy']})
+        checkpoint_metrics = {'accuracy': result['accuracy'], 'loss': result['loss']}
+      manager.save(step, args=ocp.args.StandardSave(state), metrics=checkpoint_metrics)
+      writer.flush()
+      if preempted:
+        manager.wait_until_finished()
+        writer.close()
+        raise preemption.Preempted(step)
+      tick = time.perf_counter()
 
   manager.wait_until_finished()
   writer.close()

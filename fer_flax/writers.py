@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import collections
 import json
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
 from absl import logging
+from etils import epath
 
 METRICS_FILE = 'metrics.jsonl'
 
 
-def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
+def read_metrics(path: epath.PathLike) -> list[dict[str, Any]]:
   """The records of a `metrics.jsonl`, skipping a line torn by a crash mid-write."""
   records = []
-  for line in pathlib.Path(path).read_text().splitlines():
+  for line in epath.Path(path).read_text().splitlines():
     try:
       records.append(json.loads(line))
     except json.JSONDecodeError:
@@ -31,31 +31,33 @@ def read_metrics(path: str | pathlib.Path) -> list[dict[str, Any]]:
 
 
 class JsonlWriter:
-  """Appends metric records to `metrics.jsonl`; needs neither TensorFlow nor CLU.
+  """Keeps metric records in `metrics.jsonl`; needs neither TensorFlow nor CLU.
 
-  A run resumed at step S redoes the steps after S, so their old records are dropped first.
+  The file is rewritten whole at each flush (a checkpoint), which any file system takes, object
+  stores like gs:// included, where files cannot be appended to. A run resumed at step S redoes the
+  steps after S, so their old records are dropped first.
   """
 
-  def __init__(self, path: str | pathlib.Path, resume_step: int):
-    self._path = pathlib.Path(path)
+  def __init__(self, path: epath.PathLike, resume_step: int):
+    self._path = epath.Path(path)
+    self._records = []
     if self._path.exists():
-      kept = [r for r in read_metrics(self._path) if r.get('step', 0) <= resume_step]
-      self._path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
-    self._file = open(self._path, 'a', encoding='utf-8')
+      self._records = [r for r in read_metrics(self._path) if r.get('step', 0) <= resume_step]
+    self.flush()
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     by_split: dict[str, dict[str, float]] = collections.defaultdict(dict)
     for name, value in scalars.items():
       split, _, metric = name.rpartition('/')
       by_split[split][metric] = float(value)
-    for split, values in by_split.items():
-      self._file.write(json.dumps({'step': int(step), 'split': split, **values}) + '\n')
+    self._records.extend({'step': int(step), 'split': split, **values}
+                         for split, values in by_split.items())
 
   def flush(self) -> None:
-    self._file.flush()
+    self._path.write_text(''.join(json.dumps(r) + '\n' for r in self._records))
 
   def close(self) -> None:
-    self._file.close()
+    self.flush()
 
 
 class ConsoleWriter:
@@ -90,7 +92,7 @@ class MultiWriter:
       w.close()
 
 
-def create_writer(workdir: str | pathlib.Path, resume_step: int, is_main: bool) -> MultiWriter:
+def create_writer(workdir: epath.PathLike, resume_step: int, is_main: bool) -> MultiWriter:
   """TensorBoard, console and `metrics.jsonl` on the main process; console alone elsewhere.
 
   Without TensorFlow (the in-memory input path on an accelerator host), TensorBoard is skipped.
@@ -104,4 +106,4 @@ def create_writer(workdir: str | pathlib.Path, resume_step: int, is_main: bool) 
     console = ConsoleWriter()
   if not is_main:
     return MultiWriter([console])
-  return MultiWriter([console, JsonlWriter(pathlib.Path(workdir) / METRICS_FILE, resume_step)])
+  return MultiWriter([console, JsonlWriter(epath.Path(workdir) / METRICS_FILE, resume_step)])

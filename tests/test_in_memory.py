@@ -112,6 +112,8 @@ def test_input_choices_are_checked(small_archive):
 
 
 _EIGHT_DEVICES = textwrap.dedent('''
+    import functools
+
     import jax
     import numpy as np
     from configs import tiny
@@ -146,12 +148,16 @@ _EIGHT_DEVICES = textwrap.dedent('''
     step = parallel.jit_train_step(config)
     for b in batches[:3]:
       state, _ = step(state, b, rng)
-    scanned, _ = parallel.jit_train_steps(config, data, 3)(fresh(), data.arrays, order, 0, rng)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 jax.device_get(state.params), jax.device_get(scanned.params))
+    unrolled, _ = parallel.jit_train_steps(config, data, 3)(fresh(), data.arrays, order, 0, rng)
+    looped, _ = jax.jit(functools.partial(  # the accelerators' form: a scan over the steps
+        train.train_steps, config=config, data=data, num_steps=3, unroll=False))(
+            fresh(), data.arrays, order, 0, rng)
+    for called in (unrolled, looped):
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                   jax.device_get(state.params), jax.device_get(called.params))
     print('EQUAL')
 ''')
 
 
-def test_eight_devices_draw_from_their_own_shards_and_scan_equals_steps():
+def test_eight_devices_draw_from_their_own_shards_and_several_steps_equal_one_by_one():
   assert 'EQUAL' in conftest.run_on_eight_cpu_devices(_EIGHT_DEVICES)

@@ -273,6 +273,23 @@ def test_one_cycle_rises_to_the_peak_then_anneals():
   assert float(schedule(100)) == pytest.approx(0.1 / 25 / 1e4, rel=1e-3)
 
 
+@pytest.mark.parametrize('schedule', ['constant', 'cosine', 'onecycle'])
+def test_learning_rate_scales_linearly_with_the_batch_from_its_reference(schedule):
+  config = tiny.get_config()
+  config.optimizer.update(schedule=schedule, learning_rate=0.1, warmup_epochs=1)
+
+  def peak(batch_size, reference):
+    config.update(batch_size=batch_size)
+    config.optimizer.reference_batch_size = reference
+    schedule = train.create_learning_rate_schedule(config, 10, 100)
+    return max(float(schedule(step)) for step in range(100))
+
+  assert peak(64, 0) == peak(512, 0) == pytest.approx(0.1)
+  assert peak(64, 64) == pytest.approx(0.1)
+  assert peak(512, 64) == pytest.approx(0.8)
+  assert peak(32, 64) == pytest.approx(0.05)
+
+
 def test_bfloat16_computes_in_bfloat16_on_float32_parameters():
   config = tiny.get_config()
   config.model = ml_collections.ConfigDict(
