@@ -66,7 +66,7 @@ def _train(config: ml_collections.ConfigDict, parallel: train.Parallel, steps: i
   tx = train.create_optimizer(config, train.create_learning_rate_schedule(config, 100, 10_000))
   state = train.create_train_state(model, tx, jax.random.key(0), parallel.replicated,
                                    ema=bool(config.ema_decay))
-  rng = jax.device_put(jax.random.key(1), parallel.replicated)
+  rng = parallel.replicate(lambda: jax.random.key(1))
   result = {'parameters': sum(x.size for x in jax.tree.leaves(state.params))}
   if config.data.pipeline == 'memory':
     data = in_memory.TrainData(batches['image'].reshape(-1, *batches['image'].shape[2:]),

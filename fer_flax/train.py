@@ -219,6 +219,11 @@ class Parallel:
   def jit(self, fn: Callable, **kwargs) -> Callable:
     return jax.jit(fn, compiler_options=self.compiler_options or None, **kwargs)
 
+  def replicate(self, make: Callable[[], Any]) -> Any:
+    """`make()`'s value on every device, from a compiled call: `device_put` cannot place a host
+    value on other processes' devices."""
+    return self.jit(make, out_shardings=self.replicated)()
+
   @property
   def num_devices(self) -> int:
     return self.mesh.size
@@ -396,9 +401,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   total_steps = steps_per_epoch * config.num_epochs
 
   schedule = create_learning_rate_schedule(config, steps_per_epoch, total_steps)
-  # Made by a compiled call, as device_put cannot place a host value on other processes' devices.
-  init_rng, dropout_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
-                                  out_shardings=parallel.replicated)()
+  init_rng, dropout_rng = parallel.replicate(
+      lambda: tuple(jax.random.split(jax.random.key(config.seed))))
   state = create_train_state(model, create_optimizer(config, schedule), init_rng,
                              parallel.replicated, ema=bool(config.ema_decay))
   if start_step:
@@ -419,7 +423,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   # Throughput counts training time only: evaluation and checkpointing are left out.
   window, window_step, window_seconds, tick = [], start_step, 0.0, time.perf_counter()
-  step = start_step
+  step, preempted = start_step, False
   with preemption.Watch() as watch:
     for call, (num_steps, run_steps) in enumerate(feed.calls(start_step, total_steps)):
       state, metrics = run_steps(state, dropout_rng)
@@ -453,12 +457,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       manager.save(step, args=ocp.args.StandardSave(state), metrics=checkpoint_metrics)
       writer.flush()
       if preempted:
-        manager.wait_until_finished()
-        writer.close()
-        raise preemption.Preempted(step)
+        break
       tick = time.perf_counter()
 
   manager.wait_until_finished()
   writer.close()
+  if preempted:
+    raise preemption.Preempted(step)
   logging.info('Finished %d steps (%s).', total_steps, _best_summary(manager, config))
   return state
