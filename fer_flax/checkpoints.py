@@ -85,8 +85,10 @@ def manager(workdir: epath.PathLike, config: ml_collections.ConfigDict,
       create=not read_only, save_interval_steps=0 if read_only else 1,
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
           [ocp.checkpoint_managers.LatestN(config.keep_checkpoints), best]))
+  # Both handlers read and write the same format; only the PyTree one can leave parts unread.
+  handler = ocp.PyTreeCheckpointHandler() if read_only else ocp.StandardCheckpointHandler()
   return ocp.CheckpointManager(workdir_path(workdir) / CHECKPOINT_DIR, options=options,
-                               item_handlers=ocp.StandardCheckpointHandler())
+                               item_handlers=handler)
 
 
 def restore(mngr: ocp.CheckpointManager, state: Any, step: int) -> Any:
@@ -108,12 +110,18 @@ def restore_variables(workdir: epath.PathLike, step: int | None = None
     raise UserError(f'no checkpoint {"" if step is None else f"at step {step} "}in '
                     f'{epath.Path(workdir) / CHECKPOINT_DIR} (it has steps '
                     f'{list(mngr.all_steps())}); pass one of those with --step')
+  metadata = mngr.item_metadata(step)
+  # The moving average, when the run kept one, is what it evaluated and chose by. Only those
+  # weights are read; the optimizer state (as large as the weights, or twice) stays on disk.
+  part = 'ema' if metadata.get('ema') else None
+  weights = metadata[part] if part else metadata
   # Onto this process's first device, whatever devices and processes saved it (a TPU slice, say).
   local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local),
-                          mngr.item_metadata(step))
-  restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-  if restored.get('ema'):  # The moving average is what the run evaluated and chose by.
-    restored = restored['ema']
-  return config, {'params': restored['params'],
-                  'batch_stats': restored.get('batch_stats') or {}}, step
+                          {'params': weights['params'],
+                           'batch_stats': weights.get('batch_stats') or {}})
+  item = {part: abstract} if part else abstract
+  restored = mngr.restore(step, args=ocp.args.PyTreeRestore(
+      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True))
+  return config, restored[part] if part else restored, step

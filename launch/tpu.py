@@ -15,10 +15,11 @@ every worker can reach, as a multi-host checkpoint needs. --dry-run prints the c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 if __package__ in (None, ''):  # `python launch/tpu.py`
-  sys.path.insert(0, __file__.rsplit('/', 2)[0])
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
 
 
