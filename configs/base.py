@@ -61,8 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_epochs = 20
   config.steps_per_call = 1        # memory input: train steps per compiled call (one host trip)
 
-  # XLA options for compiling the steps on CPUs (ignored elsewhere). Without YNNPACK's kernels,
-  # XLA:CPU's convolutions ran 2x faster on the 2-core dev machine (README, "Speed").
+  # XLA options for compiling the steps on CPUs (ignored elsewhere): YNNPACK's kernels off, which
+  # made XLA:CPU's convolutions faster (README, "Speed").
   config.cpu_compiler_options = ml_collections.ConfigDict(
       {'xla_cpu_experimental_ynn_fusion_type': ''})
 

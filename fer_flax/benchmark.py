@@ -29,8 +29,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from fer_flax import fer2013, in_memory, models, train
-from fer_flax.errors import UserError
+from fer_flax import fer2013, inputs, models, optim
+from fer_flax import steps as steps_lib
+from fer_flax.errors import UserError, exits_on_user_error
+from fer_flax.sharding import Parallel
 
 FLAGS = flags.FLAGS
 PEER_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'keras_seed_cnn.py'
@@ -41,7 +43,7 @@ def synthetic_batches(num_batches: int, batch_size: int, seed: int = 0) -> dict[
   rng = np.random.default_rng(seed)
   size = fer2013.IMAGE_SIZE
   return {'image': rng.integers(0, 256, (num_batches, batch_size, size, size, 1), np.uint8),
-          'label': rng.integers(0, len(fer2013.EMOTIONS), (num_batches, batch_size), np.int32)}
+          'label': rng.integers(0, fer2013.NUM_CLASSES, (num_batches, batch_size), np.int32)}
 
 
 def _rate(run, count: int, repeats: int = 3) -> float:
@@ -60,58 +62,43 @@ def _compile(jitted, *args) -> tuple[Any, float]:
   return compiled, time.perf_counter() - start
 
 
-def _train(config: ml_collections.ConfigDict, parallel: train.Parallel, steps: int,
+def _train(config: ml_collections.ConfigDict, parallel: Parallel, steps: int,
            batches: dict[str, np.ndarray]) -> dict[str, Any]:
-  model = models.create_model(config.model, num_classes=len(fer2013.EMOTIONS))
-  tx = train.create_optimizer(config, train.create_learning_rate_schedule(config, 100, 10_000))
-  state = train.create_train_state(model, tx, jax.random.key(0), parallel.replicated,
-                                   ema=bool(config.ema_decay))
+  """The compiled train step of `fer_flax.main`, `steps_per_call` steps per call as configured."""
+  model = models.create_model(config.model)
+  tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 100, 10_000))
+  state = steps_lib.create_train_state(model, tx, jax.random.key(0), parallel,
+                                       ema=bool(config.ema_decay))
   rng = parallel.replicate(lambda: jax.random.key(1))
-  result = {'parameters': sum(x.size for x in jax.tree.leaves(state.params))}
-  if config.data.pipeline == 'memory':
-    data = in_memory.TrainData(batches['image'].reshape(-1, *batches['image'].shape[2:]),
-                               batches['label'].reshape(-1), config.batch_size, 0, parallel.mesh)
-    per_call = min(config.steps_per_call, data.steps_per_epoch)
-    order = data.permutation(0)
-    step, result['compile_seconds'] = _compile(
-        parallel.jit_train_steps(config, data, per_call), state, data.arrays, order, 0, rng)
-    calls = max(steps // per_call, 1)
-    result['steps_per_call'] = per_call
+  per_call = min(config.steps_per_call, steps) if config.data.pipeline == 'memory' else 1
+  calls = max(steps // per_call, 1)
+  stacked = [parallel.to_global({k: v[i * per_call:(i + 1) * per_call] for k, v in batches.items()},
+                                parallel.stacked) for i in range(calls)]
+  step, compile_seconds = _compile(steps_lib.compile_train_steps(config, parallel), state,
+                                   stacked[0], rng)
 
-    def run():
-      nonlocal state
-      for i in range(calls):
-        state, metrics = step(state, data.arrays, order, (i * per_call) % data.steps_per_epoch,
-                              rng)
-      return metrics
-    timed_steps = calls * per_call
-  else:
-    device_batches = [parallel.to_global({k: v[i] for k, v in batches.items()})
-                      for i in range(steps)]
-    step, result['compile_seconds'] = _compile(parallel.jit_train_step(config), state,
-                                               device_batches[0], rng)
+  def run():
+    nonlocal state
+    for batch in stacked:
+      state, metrics = step(state, batch, rng)
+    return metrics
 
-    def run():
-      nonlocal state
-      for batch in device_batches:
-        state, metrics = step(state, batch, rng)
-      return metrics
-    timed_steps = steps
   run()  # Warm-up: first executions allocate and page in.
-  result['images_per_sec'] = _rate(run, timed_steps * config.batch_size)
-  result['step_ms'] = 1000 * config.batch_size / result['images_per_sec']
-  result['_state'] = state
-  return result
+  rate = _rate(run, calls * per_call * config.batch_size)
+  return {'parameters': sum(x.size for x in jax.tree.leaves(state.params)),
+          'compile_seconds': compile_seconds, 'steps_per_call': per_call,
+          'images_per_sec': rate, 'step_ms': 1000 * config.batch_size / rate, '_state': state}
 
 
-def _evaluate(config: ml_collections.ConfigDict, parallel: train.Parallel,
-              state: train.TrainState) -> dict[str, Any]:
-  model = models.create_model(config.model, num_classes=len(fer2013.EMOTIONS))
+def _evaluate(config: ml_collections.ConfigDict, parallel: Parallel,
+              state: steps_lib.TrainState) -> dict[str, Any]:
+  model = models.create_model(config.model)
   batch = synthetic_batches(1, config.eval_batch_size, seed=1)
   batch = parallel.to_global({'image': batch['image'][0], 'label': batch['label'][0],
                               'mask': np.ones(config.eval_batch_size, bool)})
   variables = state.variables()
-  step, compile_seconds = _compile(parallel.jit_eval_step(model.apply), variables, batch)
+  step, compile_seconds = _compile(steps_lib.compile_eval_step(model.apply, parallel), variables,
+                                   batch)
   repeats = 5
   step(variables, batch)
   rate = _rate(lambda: [step(variables, batch) for _ in range(repeats)],
@@ -119,30 +106,25 @@ def _evaluate(config: ml_collections.ConfigDict, parallel: train.Parallel,
   return {'images_per_sec': rate, 'compile_seconds': compile_seconds}
 
 
-def _input(config: ml_collections.ConfigDict, parallel: train.Parallel,
-           steps: int) -> dict[str, Any]:
-  """The configured input path alone, on the real data."""
+def _input(config: ml_collections.ConfigDict, parallel: Parallel, steps: int) -> dict[str, Any]:
+  """The configured input alone, on the real data: the in-memory one where TensorFlow is missing."""
   if not config.data.path:
     return {'skipped': 'no data: pass --config.data.path=PATH/TO/fer2013.zip'}
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.pipeline = inputs.eval_pipeline(config)
   start = time.perf_counter()
-  feed = train.create_feed(config, parallel)
+  feed = inputs.train_feed(config, parallel)
   load_seconds = time.perf_counter() - start
-  data = feed.train
-  if isinstance(feed, train.MemoryFeed):
-    order, gather = data.permutation(0), jax.jit(data.batch)
-    gather(data.arrays, order, 0)
-    count = min(steps, data.steps_per_epoch)
-    rate = _rate(lambda: [gather(data.arrays, order, i) for i in range(count)],
-                 count * config.batch_size)
-    return {'images_per_sec': rate, 'load_seconds': load_seconds,
-            'what': 'batches gathered on the devices from the split held there'}
-  batches = data.iterate()
-  next(batches)
-  count = min(steps * 3, data.steps_per_epoch - 1)
-  rate = _rate(lambda: [next(batches) for _ in range(count)], count * config.batch_size,
-               repeats=1)
-  return {'images_per_sec': rate, 'load_seconds': load_seconds,
-          'what': 'tf.data batches on the host'}
+  batches = feed.batches(0, feed.steps_per_epoch)
+  jax.block_until_ready(next(batches))
+  start, images = time.perf_counter(), 0
+  for _, batch in zip(range(steps * 3), batches):
+    images += batch['label'].size
+  jax.block_until_ready(batch)
+  rate = images / (time.perf_counter() - start)
+  what = {'memory': 'batches gathered on the devices from the split held there',
+          'tfds': 'tf.data batches placed on the devices'}[config.data.pipeline]
+  return {'images_per_sec': rate, 'load_seconds': load_seconds, 'what': what}
 
 
 def _memory() -> dict[str, Any]:
@@ -172,7 +154,7 @@ def keras_peer(backend: str, batches: dict[str, np.ndarray], warmup: int) -> dic
 def benchmark(config: ml_collections.ConfigDict, steps: int,
               keras_backends: list[str]) -> dict[str, Any]:
   """Every figure the command prints, as a dict."""
-  parallel = train.Parallel(cpu_compiler_options=config.cpu_compiler_options.to_dict())
+  parallel = Parallel(cpu_compiler_options=config.cpu_compiler_options.to_dict())
   parallel.check_batch_size(config.batch_size, 'batch_size')
   parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
   warmup = 5
@@ -238,6 +220,7 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(['config'])
 
 
+@exits_on_user_error
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -245,10 +228,7 @@ def main(argv: list[str]) -> None:
   keras_backends = FLAGS.keras
   if keras_backends is None:
     keras_backends = ['tensorflow', 'jax'] if config.model.name == 'seed_cnn' else []
-  try:
-    report = benchmark(config, FLAGS.steps, keras_backends)
-  except UserError as e:
-    sys.exit(f'fer_flax.benchmark: error: {e}')
+  report = benchmark(config, FLAGS.steps, keras_backends)
   print(format_report(report))
   if FLAGS.json:
     pathlib.Path(FLAGS.json).write_text(json.dumps(report, indent=2) + '\n')

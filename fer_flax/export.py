@@ -9,7 +9,6 @@ config and where it came from). `fer_flax.Predictor.pretrained()` and
 
 import json
 import pathlib
-import sys
 from typing import Any
 
 import flax.serialization
@@ -18,8 +17,8 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from fer_flax import checkpoints
-from fer_flax.errors import UserError
+from fer_flax import workdirs
+from fer_flax.errors import UserError, exits_on_user_error
 
 MAX_MEGABYTES = 25.0
 PRETRAINED_DIR = pathlib.Path(__file__).parent / 'pretrained'
@@ -30,14 +29,14 @@ INFO_FILE = 'model.json'
 def export(workdir: str, out: str | pathlib.Path, step: int | None = None,
            max_megabytes: float = MAX_MEGABYTES) -> dict[str, Any]:
   """Writes the pretrained-model files for `workdir`'s best checkpoint (or `step`)."""
-  config, variables, step = checkpoints.restore_variables(workdir, step)
+  config, variables, step = workdirs.restore_variables(workdir, step)
   variables = jax.tree.map(lambda x: np.asarray(x, np.float16), variables)
   blob = flax.serialization.msgpack_serialize(variables)
   megabytes = len(blob) / 2**20
   if megabytes > max_megabytes:
     raise UserError(f'{config.model.name} is {megabytes:.1f} MB in float16, over the '
                     f'{max_megabytes:g} MB the package may carry; export a smaller model')
-  metrics = checkpoints.manager(workdir, config, read_only=True).metrics(step) or {}
+  metrics = workdirs.manager(workdir, config, read_only=True).metrics(step) or {}
   info = {
       'model': config.model.to_dict(),
       'step': step,
@@ -77,13 +76,11 @@ def load(directory: str | pathlib.Path = PRETRAINED_DIR
 FLAGS = flags.FLAGS
 
 
+@exits_on_user_error
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    info = export(FLAGS.workdir, FLAGS.out, FLAGS.step)
-  except UserError as e:
-    sys.exit(f'fer_flax: error: {e}')
+  info = export(FLAGS.workdir, FLAGS.out, FLAGS.step)
   print(f'exported {info["model"]["name"]} step {info["step"]} ({info["parameters"]:,} parameters, '
         f'{info["megabytes"]} MB, {info["eval_split"]} accuracy {info["eval_accuracy_float32"]}) '
         f'to {FLAGS.out}')

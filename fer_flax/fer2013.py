@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fer_flax.errors import UserError
 
 EMOTIONS = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')
+NUM_CLASSES = len(EMOTIONS)
 IMAGE_SIZE = 48
 SPLITS = ('train', 'public_test', 'private_test', 'test')
 

@@ -1,25 +1,26 @@
-"""FER2013 held on the devices: the input path that needs no TensorFlow.
+"""FER2013 held on the devices: the input that needs no TensorFlow.
 
 The dataset is small (28,709 x 48 x 48 bytes = 66 MB), so each split is decoded once with
-`fer2013.Source`, sharded across the devices, and every batch is gathered inside the compiled
-train step: no host round-trip per step and no tf.data. Each device shuffles its own shard once per
-epoch with a key that depends only on (seed, epoch, device), so a run resumed at any step sees the
-batches an uninterrupted run would. Augmentation happens in the train step, as for tf.data.
+`fer2013.Source` and sharded across the devices; each call's batches are gathered there, with no
+host round-trip and no tf.data. Each device shuffles its own shard once per epoch with a key that
+depends only on (seed, epoch, device), so a run resumed at any step sees the batches an
+uninterrupted run would. Augmentation happens in the train step, as for tf.data.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fer_flax import fer2013
 from fer_flax.errors import UserError
-
-Arrays = dict[str, jax.Array]
+from fer_flax.sharding import Batch, Parallel
 
 
 def load_split(source: fer2013.Source, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -41,30 +42,32 @@ def _on_devices(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-class TrainData:
-  """A training split sharded over the `data` axis of `mesh`, and how to batch it on device.
+class TrainFeed:
+  """A training split sharded over the mesh, yielding `steps_per_call` batches at a time.
 
   Device d owns examples [d * n, (d + 1) * n); the global batch is the devices' local batches side
   by side, each drawn from the device's own shard.
   """
 
   def __init__(self, images: np.ndarray, labels: np.ndarray, global_batch_size: int, seed: int,
-               mesh: Mesh):
-    self.mesh = mesh
-    num_devices = mesh.size
-    self.device_batch_size = global_batch_size // num_devices
-    self.per_device = len(images) // num_devices
+               steps_per_call: int, parallel: Parallel):
+    if steps_per_call < 1:
+      raise UserError(f'config.steps_per_call={steps_per_call}; use 1 or more')
+    mesh = parallel.mesh
+    self.device_batch_size = global_batch_size // mesh.size
+    self.per_device = len(images) // mesh.size
     self.steps_per_epoch = self.per_device // self.device_batch_size
     if self.steps_per_epoch == 0:
       raise UserError(f'the training split has too few examples ({len(images)}) for one batch of '
                       f'config.batch_size={global_batch_size}; lower the batch size')
-    used = self.per_device * num_devices
-    sharding = NamedSharding(mesh, P('data'))
-    self.arrays = {'image': _on_devices(images[:used], sharding),
-                   'label': _on_devices(labels[:used], sharding)}
+    used = self.per_device * mesh.size
+    self.arrays = {'image': _on_devices(images[:used], parallel.data),
+                   'label': _on_devices(labels[:used], parallel.data)}
+    self.steps_per_call = steps_per_call
+    self._seed = seed
     self._permutation = jax.jit(jax.shard_map(
         self._local_permutation, mesh=mesh, in_specs=(P(), P()), out_specs=P('data')))
-    self._seed = seed
+    self._gather = jax.jit(self._gather_calls(mesh), static_argnums=3)
 
   def _local_permutation(self, seed: jax.Array, epoch: jax.Array) -> jax.Array:
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch),
@@ -75,23 +78,39 @@ class TrainData:
     """Every device's order of its own examples in `epoch`, sharded like the data."""
     return self._permutation(jnp.uint32(self._seed), jnp.int32(epoch))
 
-  def batch(self, arrays: Arrays, permutation: jax.Array, index: jax.Array) -> Arrays:
-    """Batch `index` of the epoch that `permutation` orders; call it inside `jax.jit`."""
+  def _gather_calls(self, mesh: jax.sharding.Mesh):
     size = self.device_batch_size
 
-    def local(images, labels, order, index):
-      rows = jax.lax.dynamic_slice_in_dim(order, index * size, size)
-      return {'image': images[rows], 'label': labels[rows]}
+    def local(arrays, order, index, num_steps):
+      rows = jax.lax.dynamic_slice_in_dim(order, index * size, num_steps * size)
+      rows = rows.reshape(num_steps, size)
+      return {k: v[rows] for k, v in arrays.items()}
 
-    if self.mesh.size == 1:
-      # The same gather without shard_map, which made XLA:CPU run the whole step ~50x slower.
-      return local(arrays['image'], arrays['label'], permutation, index)
-    return jax.shard_map(local, mesh=self.mesh, in_specs=(P('data'), P('data'), P('data'), P()),
-                         out_specs=P('data'))(arrays['image'], arrays['label'], permutation, index)
+    def gather(arrays, order, index, num_steps):
+      return jax.shard_map(functools.partial(local, num_steps=num_steps), mesh=mesh,
+                           in_specs=(P('data'), P('data'), P()),
+                           out_specs=P(None, 'data'))(arrays, order, index)
+
+    return gather
+
+  def gather(self, permutation: jax.Array, index: int, num_steps: int) -> Batch:
+    """Batches `index` to `index + num_steps` of the epoch `permutation` orders, stacked."""
+    return self._gather(self.arrays, permutation, jnp.int32(index), num_steps)
+
+  def batches(self, start_step: int, stop_step: int) -> Iterator[Batch]:
+    """Stacked batches for the steps from `start_step` to `stop_step`, never across an epoch."""
+    step = start_step
+    while step < stop_step:
+      epoch, index = divmod(step, self.steps_per_epoch)
+      permutation = self.permutation(epoch)
+      while index < self.steps_per_epoch and step < stop_step:
+        num_steps = min(self.steps_per_call, self.steps_per_epoch - index, stop_step - step)
+        yield self.gather(permutation, index, num_steps)
+        index, step = index + num_steps, step + num_steps
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, global_batch_size: int,
-                 sharding: NamedSharding) -> list[Arrays]:
+                 parallel: Parallel) -> list[Batch]:
   """One pass over a split as device-resident global batches; padding has mask False."""
   num_batches = math.ceil(len(images) / global_batch_size)
   padding = num_batches * global_batch_size - len(images)
@@ -101,7 +120,7 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, global_batch_size: int,
   batches = []
   for start in range(0, len(images), global_batch_size):
     part = slice(start, start + global_batch_size)
-    batches.append({'image': _on_devices(images[part], sharding),
-                    'label': _on_devices(labels[part], sharding),
-                    'mask': _on_devices(mask[part], sharding)})
+    batches.append({'image': _on_devices(images[part], parallel.data),
+                    'label': _on_devices(labels[part], parallel.data),
+                    'mask': _on_devices(mask[part], parallel.data)})
   return batches

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from fer_flax.errors import UserError
+from fer_flax.sharding import Batch as DeviceBatch, Parallel
 
 # The accelerators belong to JAX; tf.data runs on the host.
 tf.config.set_visible_devices([], 'GPU')
@@ -72,6 +74,30 @@ class TrainData:
     while True:
       yield from self.epoch(epoch).skip(offset).as_numpy_iterator()
       epoch, offset = epoch + 1, 0
+
+
+class TrainFeed:
+  """tf.data batches placed on the mesh, one step's batch per compiled call."""
+
+  def __init__(self, data: TrainData, parallel: Parallel, prefetch: int):
+    self.steps_per_epoch = data.steps_per_epoch
+    self.data, self._parallel, self._prefetch = data, parallel, prefetch
+
+  def batches(self, start_step: int, stop_step: int) -> Iterator[DeviceBatch]:
+    """[1, batch, ...] batches for the steps from `start_step` to `stop_step`."""
+    host = self.data.iterate(start_step)
+    stacked = ({k: v[None] for k, v in next(host).items()} for _ in range(start_step, stop_step))
+    return self._parallel.prefetch(stacked, self._prefetch, self._parallel.stacked)
+
+
+class EvalBatches:
+  """One pass over an evaluation split each time it is iterated, as global device batches."""
+
+  def __init__(self, dataset: tf.data.Dataset, parallel: Parallel):
+    self._dataset, self._parallel = dataset, parallel
+
+  def __iter__(self) -> Iterator[dict[str, Any]]:
+    return map(self._parallel.to_global, self._dataset.as_numpy_iterator())
 
 
 def eval_data(builder: tfds.core.DatasetBuilder, split: str, global_batch_size: int,

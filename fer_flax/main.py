@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from fer_flax import distributed, preemption, train
-from fer_flax.errors import UserError
+from fer_flax.errors import exits_on_user_error
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and the saved config.')
@@ -36,17 +36,16 @@ class _QuietLibraries(std_logging.Filter):
         part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/'))
 
 
+@exits_on_user_error
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  distributed.initialize(FLAGS.config)
+  logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
+               jax.process_count(), jax.local_devices())
   try:
-    distributed.initialize(FLAGS.config)
-    logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
-                 jax.process_count(), jax.local_devices())
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except UserError as e:
-    sys.exit(f'fer_flax: error: {e}')
   except preemption.Preempted as e:
     logging.warning('%s', e)
     sys.exit(preemption.EXIT_STATUS)

@@ -13,7 +13,6 @@ classifies a few faces of each class of a split and shows them with true and pre
 from __future__ import annotations
 
 import collections
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +26,7 @@ from etils import epath  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
 from fer_flax import fer2013, writers  # pylint: disable=g-import-not-at-top
-from fer_flax.errors import UserError  # pylint: disable=g-import-not-at-top
+from fer_flax.errors import UserError, exits_on_user_error  # pylint: disable=g-import-not-at-top
 
 
 def confusion_matrix_png(report: dict[str, Any], path: epath.PathLike) -> epath.Path:
@@ -194,15 +193,12 @@ def _augment() -> epath.Path:
   return augment_grid_png(np.stack(faces)[..., None], FLAGS.config, FLAGS.out or 'augment.png')
 
 
+@exits_on_user_error
 def main(argv: list[str]) -> None:
   commands = {'curves': _curves, 'grid': _grid, 'augment': _augment}
   if len(argv) != 2 or argv[1] not in commands:
     raise app.UsageError('usage: python -m fer_flax.plots curves|grid|augment [flags]')
-  try:
-    out = commands[argv[1]]()
-  except UserError as e:
-    sys.exit(f'fer_flax: error: {e}')
-  print(out)
+  print(commands[argv[1]]())
 
 
 if __name__ == '__main__':

@@ -31,8 +31,8 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from fer_flax import checkpoints, export, fer2013, models
-from fer_flax.errors import UserError
+from fer_flax import export, fer2013, models, workdirs
+from fer_flax.errors import UserError, exits_on_user_error
 
 # FER2013 faces are framed like OpenCV's Haar boxes: on 129 public_test faces pasted into larger
 # images, the original crop was 1.04x the detected box (median). So the default margin is 2%.
@@ -90,8 +90,8 @@ class Predictor:
   def from_workdir(cls, workdir: str | os.PathLike, step: int | None = None,
                    **kwargs: Any) -> Predictor:
     """The best checkpoint of a training run (or `step`)."""
-    config, variables, _ = checkpoints.restore_variables(workdir, step)
-    model = models.create_model(config.model, num_classes=len(fer2013.EMOTIONS))
+    config, variables, _ = workdirs.restore_variables(workdir, step)
+    model = models.create_model(config.model)
     return cls(model, variables, **kwargs)
 
   @classmethod
@@ -99,7 +99,7 @@ class Predictor:
                  **kwargs: Any) -> Predictor:
     """The model shipped inside the package, or one written by `python -m fer_flax.export`."""
     config, variables, _ = export.load(directory)
-    model = models.create_model(config.model, num_classes=len(fer2013.EMOTIONS))
+    model = models.create_model(config.model)
     return cls(model, variables, **kwargs)
 
   @classmethod
@@ -146,7 +146,7 @@ class Predictor:
       padded = np.zeros((self.batch_size, *chunk.shape[1:]), np.uint8)
       padded[:len(chunk)] = chunk
       out.append(np.asarray(self._apply(self._variables, padded))[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, len(fer2013.EMOTIONS)), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, fer2013.NUM_CLASSES), np.float32)
 
   def predict(self, image: Any) -> list[Face]:
     """The faces of one photo (a path, bytes, PIL image or array), largest first."""
@@ -301,6 +301,7 @@ def _print(results: Iterable[Result], fmt: str) -> bool:
   return ok
 
 
+@exits_on_user_error
 def main(argv: list[str]) -> None:
   paths = argv[1:]
   if not paths:
@@ -313,10 +314,7 @@ def main(argv: list[str]) -> None:
   options = dict(detect=not FLAGS['no-detect'].value, margin=FLAGS.margin,
                  min_face_size=FLAGS.min_face_size,
                  batch_size=FLAGS.batch_size)
-  try:
-    predictor = Predictor.load(FLAGS.model, FLAGS.workdir, FLAGS.step, **options)
-  except UserError as e:
-    sys.exit(f'fer_flax: error: {e}')
+  predictor = Predictor.load(FLAGS.model, FLAGS.workdir, FLAGS.step, **options)
   annotate_dir = pathlib.Path(FLAGS.annotate) if FLAGS.annotate else None
   results = predict_files(predictor, expand_inputs(paths), annotate_dir)
   ok = _print(results, 'json' if FLAGS.json else 'csv' if FLAGS.csv else 'table')

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,31 +31,55 @@ def read_metrics(path: epath.PathLike) -> list[dict[str, Any]]:
   return records
 
 
+def _is_local(path: epath.Path) -> bool:
+  return '://' not in str(path)
+
+
 class JsonlWriter:
   """Keeps metric records in `metrics.jsonl`; needs neither TensorFlow nor CLU.
 
-  The file is rewritten whole at each flush (a checkpoint), which any file system takes, object
-  stores like gs:// included, where files cannot be appended to. A run resumed at step S redoes the
-  steps after S, so their old records are dropped first.
+  A record once written is never lost. Locally the file is only appended to, at each flush (a
+  checkpoint); a run resumed at step S redoes the steps after S, so their old records, and a line
+  torn by a kill, are dropped first by writing the kept ones to a new file that then replaces the
+  old in one rename. On object stores (gs://), which cannot append or rename, each flush rewrites
+  the file whole; an object is replaced all at once or not at all.
   """
 
   def __init__(self, path: epath.PathLike, resume_step: int):
     self._path = epath.Path(path)
-    self._records = []
+    self._append = _is_local(self._path)
+    self._records, self._pending = [], []
     if self._path.exists():
       self._records = [r for r in read_metrics(self._path) if r.get('step', 0) <= resume_step]
-    self.flush()
+    self._replace(self._records)
+
+  def _replace(self, records: list[dict[str, Any]]) -> None:
+    text = ''.join(json.dumps(r) + '\n' for r in records)
+    if not self._append:
+      self._path.write_text(text)
+      return
+    partial = self._path.with_name(self._path.name + '.partial')
+    partial.write_text(text)
+    os.replace(partial, self._path)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     by_split: dict[str, dict[str, float]] = collections.defaultdict(dict)
     for name, value in scalars.items():
       split, _, metric = name.rpartition('/')
       by_split[split][metric] = float(value)
-    self._records.extend({'step': int(step), 'split': split, **values}
+    self._pending.extend({'step': int(step), 'split': split, **values}
                          for split, values in by_split.items())
 
   def flush(self) -> None:
-    self._path.write_text(''.join(json.dumps(r) + '\n' for r in self._records))
+    if not self._pending:
+      return
+    if self._append:
+      with self._path.open('a') as f:
+        f.write(''.join(json.dumps(r) + '\n' for r in self._pending))
+    else:
+      self._replace(self._records + self._pending)
+    self._records += self._pending
+    self._pending = []
 
   def close(self) -> None:
     self.flush()

@@ -6,9 +6,12 @@ import csv
 import io
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 import zipfile
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -25,14 +28,44 @@ FOLDERS = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')  #
 USAGE_PREFIX = {'Training': 'Training_', 'PublicTest': 'PublicTest_', 'PrivateTest': 'PrivateTest_'}
 
 
-def run_on_eight_cpu_devices(script: str) -> str:
-  """Runs a Python script in a process with 8 simulated CPU devices; returns its stdout."""
+def run_on_eight_cpu_devices(function: Callable[[], None]) -> None:
+  """Calls a test module's `function` in a process with 8 simulated CPU devices.
+
+  JAX fixes its device count when it starts, so this cannot happen in the test's own process.
+  """
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
          'JAX_PLATFORMS': 'cpu'}
-  result = subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+  call = f'import {function.__module__} as m; m.{function.__name__}()'
+  result = subprocess.run([sys.executable, '-c', call], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
-  return result.stdout
+
+
+def main_command(workdir: pathlib.Path, overrides: dict[str, object],
+                 module: str = 'fer_flax.main') -> list[str]:
+  """`python -m fer_flax.main` on configs/tiny.py with `--config.KEY=VALUE` overrides."""
+  return [sys.executable, '-m', module, '--config=configs/tiny.py', f'--workdir={workdir}',
+          *[f'--config.{k}={v}' for k, v in overrides.items()]]
+
+
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+  """The steps of a workdir's finished checkpoints, in order."""
+  folder = workdir / 'checkpoints'
+  return sorted(int(p.name) for p in folder.glob('*') if p.name.isdigit()) if folder.is_dir() else []
+
+
+def signal_when(ready: Callable[[], bool], target: subprocess.Popen, signum: int,
+                others: tuple[subprocess.Popen, ...] = (), timeout: float = 300) -> None:
+  """Sends `signum` to `target` once `ready()` holds (or any of the processes has ended, or the
+  time is up), so a test can interrupt a run at a chosen point of its progress."""
+  deadline = time.time() + timeout
+  while (time.time() < deadline and all(p.poll() is None for p in (target, *others))
+         and not ready()):
+    time.sleep(0.02)
+  target.send_signal(signum)
+
+
+KILL, TERM = signal.SIGKILL, signal.SIGTERM
 
 
 def face(label: int, rng: np.random.Generator) -> np.ndarray:

@@ -2,17 +2,14 @@
 
 import os
 import pathlib
-import signal
 import socket
 import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
-from fer_flax import checkpoints, preemption, writers
+from fer_flax import preemption, workdirs, writers
 from tests import conftest
 
 _STEPS = 51  # 3 epochs of 140 // 8 steps
@@ -39,10 +36,8 @@ def _start(archive, workdir: pathlib.Path, process_id: int | None = None, port: 
          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
   workdir.mkdir(parents=True, exist_ok=True)
   log = open(_log(workdir, process_id), 'a')  # pylint: disable=consider-using-with
-  return subprocess.Popen(
-      [sys.executable, '-m', 'fer_flax.main', '--config=configs/tiny.py', f'--workdir={workdir}',
-       *[f'--config.{k}={v}' for k, v in overrides.items()]],
-      cwd=conftest.REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
+  return subprocess.Popen(conftest.main_command(workdir, overrides), cwd=conftest.REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=log)
 
 
 def _log(workdir: pathlib.Path, process_id: int | None) -> pathlib.Path:
@@ -62,20 +57,15 @@ def _finish(procs, workdir, timeout=600):
   return logs
 
 
-def _saved_steps(workdir) -> list[int]:
-  return sorted(int(p.name) for p in (workdir / 'checkpoints').glob('*') if p.name.isdigit())
-
-
-def _wait_for_checkpoint(procs, workdir, step: int) -> None:
-  deadline = time.time() + 300
-  while (time.time() < deadline and all(p.poll() is None for p in procs)
-         and max(_saved_steps(workdir), default=0) < step):
-    time.sleep(0.05)
+def _signal_at_checkpoint(procs, workdir, step: int, signum: int) -> None:
+  """Sends `signum` to process 1 once a checkpoint at `step` or later exists."""
+  conftest.signal_when(lambda: max(conftest.checkpoint_steps(workdir), default=0) >= step,
+                       procs[1], signum, others=(procs[0],))
 
 
 def _final(workdir) -> dict:
   """The last step's parameters, restored here (one device) from a run on two."""
-  _, variables, _ = checkpoints.restore_variables(workdir, step=_STEPS)
+  _, variables, _ = workdirs.restore_variables(workdir, step=_STEPS)
   return variables
 
 
@@ -111,13 +101,11 @@ def test_after_one_process_is_killed_the_restarted_run_resumes_from_its_last_che
     tmp_path, small_archive, two_process_run):
   workdir = tmp_path / 'killed'
   procs = _two_processes(small_archive, workdir)
-  _wait_for_checkpoint(procs, workdir, 10)
-  procs[1].send_signal(signal.SIGKILL)
-  time.sleep(1)
+  _signal_at_checkpoint(procs, workdir, 10, conftest.KILL)
   procs[0].kill()  # As a scheduler would: the job lost a worker, so it restarts every process.
   for proc in procs:
     proc.wait()
-  last = max(_saved_steps(workdir))
+  last = max(conftest.checkpoint_steps(workdir))
   assert 10 <= last < _STEPS, 'the kill must land mid-run for this test to mean anything'
 
   logs = _finish(_two_processes(small_archive, workdir), workdir)
@@ -132,13 +120,12 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint_and_the_rerun_resum
     tmp_path, small_archive, two_process_run):
   workdir = tmp_path / 'preempted'
   procs = _two_processes(small_archive, workdir)
-  _wait_for_checkpoint(procs, workdir, 5)
-  procs[1].send_signal(signal.SIGTERM)  # JAX's preemption sync manager tells process 0
+  _signal_at_checkpoint(procs, workdir, 5, conftest.TERM)  # JAX's sync manager tells process 0
   for proc in procs:
     proc.wait(timeout=300)
   logs = [_log(workdir, i).read_text() for i in (0, 1)]
   assert [p.returncode for p in procs] == [preemption.EXIT_STATUS] * 2, logs[1][-3000:]
-  last = max(_saved_steps(workdir))
+  last = max(conftest.checkpoint_steps(workdir))
   assert 5 <= last < _STEPS
   assert all(f'checkpoint saved at step {last}' in log for log in logs)
 

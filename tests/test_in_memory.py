@@ -1,33 +1,19 @@
 """The in-memory input path: trains with TensorFlow absent, shuffles exactly, resumes exactly."""
 
+import functools
 import pathlib
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import jax
 import numpy as np
 import pytest
 
-from fer_flax import fer2013, in_memory, train, writers
+from fer_flax import fer2013, in_memory, inputs, train, writers
 from fer_flax.errors import UserError
+from fer_flax.sharding import Parallel
 from tests import conftest
-
-# `import tensorflow` then fails as it does where TensorFlow is not installed, and
-# importlib.util.find_spec('tensorflow') returns None, as libraries probe for it.
-_WITHOUT_TENSORFLOW = textwrap.dedent('''
-    import runpy, sys
-    for name in ('tensorflow', 'tensorflow_datasets', 'tensorboard'):
-      sys.modules[name] = None
-    sys.argv = ['fer_flax.main'] + sys.argv[1:]
-    try:
-      runpy.run_module('fer_flax.main', run_name='__main__')
-    finally:
-      loaded = [m for m in sys.modules if m.startswith(('tensorflow', 'tensorboard'))
-                and sys.modules[m] is not None]
-      print('LOADED', loaded)
-''')
 
 
 def _memory_config(archive, **overrides):
@@ -38,8 +24,8 @@ def _memory_config(archive, **overrides):
 def test_training_runs_with_tensorflow_absent(tmp_path, small_archive):
   workdir = tmp_path / 'run'
   result = subprocess.run(
-      [sys.executable, '-c', _WITHOUT_TENSORFLOW, '--config=configs/tiny.py',
-       f'--workdir={workdir}', f'--config.data.path={small_archive}',
+      [sys.executable, '-m', 'tests.without_tensorflow', 'fer_flax.main',
+       '--config=configs/tiny.py', f'--workdir={workdir}', f'--config.data.path={small_archive}',
        '--config.data.pipeline=memory', '--config.steps_per_call=4'],
       cwd=conftest.REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -55,24 +41,25 @@ def test_training_runs_with_tensorflow_absent(tmp_path, small_archive):
 def test_each_epoch_visits_every_example_once_in_an_order_set_by_seed_and_epoch():
   images = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1) * np.ones((1, 48, 48, 1), np.uint8)
   labels = np.arange(20, dtype=np.int32)
-  parallel = train.Parallel()
-  data = in_memory.TrainData(images, labels, 8, seed=3, mesh=parallel.mesh)
-  assert data.steps_per_epoch == 2  # 20 // 8; the last 4 of each epoch's order wait a turn
-  batch = jax.jit(data.batch)
+  feed = in_memory.TrainFeed(images, labels, 8, seed=3, steps_per_call=1, parallel=Parallel())
+  assert feed.steps_per_epoch == 2  # 20 // 8; the last 4 of each epoch's order wait a turn
 
   def epoch(e):
-    order = data.permutation(e)
-    seen = [jax.device_get(batch(data.arrays, order, i)) for i in range(data.steps_per_epoch)]
+    order = feed.permutation(e)
+    seen = [jax.device_get(feed.gather(order, i, 1)) for i in range(feed.steps_per_epoch)]
     for b in seen:
-      np.testing.assert_array_equal(b['image'][:, 7, 7, 0], b['label'])
-    return np.concatenate([b['label'] for b in seen])
+      np.testing.assert_array_equal(b['image'][0, :, 7, 7, 0], b['label'][0])
+    return np.concatenate([b['label'][0] for b in seen])
 
   first = epoch(0)
   assert len(set(first)) == 16
   np.testing.assert_array_equal(epoch(0), first)
   assert not np.array_equal(epoch(1), first)
-  full = np.sort(np.asarray(data.permutation(5)))
+  full = np.sort(np.asarray(feed.permutation(5)))
   np.testing.assert_array_equal(full, np.arange(20))
+  stacked = jax.device_get(feed.gather(feed.permutation(2), 0, 2))  # both steps of epoch 2
+  assert stacked['label'].shape == (2, 8)
+  np.testing.assert_array_equal(stacked['label'].ravel(), np.asarray(feed.permutation(2))[:16])
 
 
 def test_several_steps_per_call_train_as_one_step_per_call(tmp_path, small_archive):
@@ -88,8 +75,7 @@ def test_resume_from_any_checkpoint_equals_an_uninterrupted_run(tmp_path, small_
   config = _memory_config(small_archive, num_epochs=2, steps_per_call=3, checkpoint_every_steps=5,
                           keep_checkpoints=100, **{'augment.flip': True, 'ema_decay': 0.9})
   straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
-  saved = sorted(int(p.name) for p in (tmp_path / 'straight' / 'checkpoints').iterdir()
-                 if p.name.isdigit())
+  saved = conftest.checkpoint_steps(tmp_path / 'straight')
   assert saved == [6, 12, 15, 17, 20, 26, 32, 34]  # call ends past a multiple of 5, epoch ends
   # As if killed after the checkpoint at step 12: later checkpoints never happened.
   shutil.copytree(tmp_path / 'straight', tmp_path / 'killed')
@@ -101,63 +87,56 @@ def test_resume_from_any_checkpoint_equals_an_uninterrupted_run(tmp_path, small_
 
 
 def test_input_choices_are_checked(small_archive):
-  parallel = train.Parallel()
+  parallel = Parallel()
   with pytest.raises(UserError, match="unknown input pipeline 'grpc' in config.data.pipeline"):
-    train.create_feed(_memory_config(small_archive, **{'data.pipeline': 'grpc'}), parallel)
+    inputs.train_feed(_memory_config(small_archive, **{'data.pipeline': 'grpc'}), parallel)
   with pytest.raises(UserError, match='steps_per_call=4 needs the in-memory input'):
-    train.create_feed(_memory_config(small_archive, steps_per_call=4, **{'data.pipeline': 'tfds'}),
+    inputs.train_feed(_memory_config(small_archive, steps_per_call=4, **{'data.pipeline': 'tfds'}),
                       parallel)
   with pytest.raises(UserError, match="split 'private_test' is not in .*choose one of those"):
     in_memory.load_split(fer2013.Source(small_archive), 'private_test')
 
 
-_EIGHT_DEVICES = textwrap.dedent('''
-    import functools
+def _eight_devices_draw_from_their_own_shards_and_several_steps_equal_one_by_one():
+  """Run by the test below in a process with 8 CPU devices."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from fer_flax import models, optim, steps  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 8
+  config = tiny.get_config()
+  config.augment.update(flip=True, rotation=10.0)
+  config.optimizer.update(name='sgd', learning_rate=0.05, momentum=0.9)
+  parallel = Parallel()
+  n = 8 * 10
+  images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 48, 48, 1), np.uint8)
+  labels = np.arange(n, dtype=np.int32) % 7
+  feed = in_memory.TrainFeed(images, labels, 16, seed=0, steps_per_call=3, parallel=parallel)
+  order = feed.permutation(0)
+  stacked = feed.gather(order, 0, feed.steps_per_epoch)
+  seen = []
+  for shard in stacked['image'].addressable_shards:  # device d draws from examples [10d, 10d + 10)
+    d = parallel.mesh.devices.tolist().index(shard.device)
+    ids = np.asarray(shard.data)[..., 0, 0, 0].ravel()
+    assert ((ids >= 10 * d) & (ids < 10 * d + 10)).all(), (d, ids)
+    seen.extend(ids.tolist())
+  assert len(seen) == len(set(seen)) == 8 * 2 * 5
 
-    import jax
-    import numpy as np
-    from configs import tiny
-    from fer_flax import in_memory, models, train
-
-    assert jax.device_count() == 8
-    config = tiny.get_config()
-    config.augment.update(flip=True, rotation=10.0)
-    config.optimizer.update(name='sgd', learning_rate=0.05, momentum=0.9)
-    parallel = train.Parallel()
-    n = 8 * 10
-    images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 48, 48, 1), np.uint8)
-    labels = np.arange(n, dtype=np.int32) % 7
-    data = in_memory.TrainData(images, labels, 16, seed=0, mesh=parallel.mesh)
-    order = data.permutation(0)
-    batches = [jax.jit(data.batch)(data.arrays, order, i) for i in range(data.steps_per_epoch)]
-    seen = []
-    for b in batches:
-      for shard in b['image'].addressable_shards:  # device d draws from examples [10d, 10d + 10)
-        d = parallel.mesh.devices.tolist().index(shard.device)
-        ids = np.asarray(shard.data)[:, 0, 0, 0]
-        assert ((ids >= 10 * d) & (ids < 10 * d + 10)).all(), (d, ids)
-        seen.extend(ids.tolist())
-    assert len(seen) == len(set(seen)) == 8 * 2 * 5
-
-    model = models.create_model(config.model, num_classes=7)
-    tx = train.create_optimizer(config, train.create_learning_rate_schedule(config, 5, 10))
-    def fresh():
-      return train.create_train_state(model, tx, jax.random.key(0), parallel.replicated)
-    rng = jax.random.key(1)
-    state = fresh()
-    step = parallel.jit_train_step(config)
-    for b in batches[:3]:
-      state, _ = step(state, b, rng)
-    unrolled, _ = parallel.jit_train_steps(config, data, 3)(fresh(), data.arrays, order, 0, rng)
-    looped, _ = jax.jit(functools.partial(  # the accelerators' form: a scan over the steps
-        train.train_steps, config=config, data=data, num_steps=3, unroll=False))(
-            fresh(), data.arrays, order, 0, rng)
-    for called in (unrolled, looped):
-      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                   jax.device_get(state.params), jax.device_get(called.params))
-    print('EQUAL')
-''')
+  model = models.create_model(config.model)
+  tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 5, 10))
+  fresh = functools.partial(steps.create_train_state, model, tx, jax.random.key(0), parallel)
+  rng = jax.random.key(1)
+  three = next(feed.batches(0, 3))
+  state = fresh()
+  step = steps.compile_train_steps(config, parallel)
+  for i in range(3):
+    state, _ = step(state, jax.tree.map(lambda x, i=i: x[i:i + 1], three), rng)
+  unrolled, _ = step(fresh(), three, rng)
+  looped, _ = jax.jit(functools.partial(  # the accelerators' form: a scan over the steps
+      steps.train_steps, config=config, unroll=False))(fresh(), three, rng)
+  for called in (unrolled, looped):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 jax.device_get(state.params), jax.device_get(called.params))
 
 
 def test_eight_devices_draw_from_their_own_shards_and_several_steps_equal_one_by_one():
-  assert 'EQUAL' in conftest.run_on_eight_cpu_devices(_EIGHT_DEVICES)
+  conftest.run_on_eight_cpu_devices(
+      _eight_devices_draw_from_their_own_shards_and_several_steps_equal_one_by_one)

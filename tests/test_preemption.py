@@ -3,8 +3,6 @@
 import pathlib
 import signal
 import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
@@ -18,9 +16,7 @@ _OVERRIDES = {'data.pipeline': 'memory', 'data.tfds_data_dir': '', 'num_epochs':
 
 
 def _command(archive, workdir):
-  overrides = {**_OVERRIDES, 'data.path': archive}
-  return [sys.executable, '-m', 'fer_flax.main', '--config=configs/tiny.py', f'--workdir={workdir}',
-          *[f'--config.{k}={v}' for k, v in overrides.items()]]
+  return conftest.main_command(workdir, {**_OVERRIDES, 'data.path': archive})
 
 
 def _train_steps(workdir: pathlib.Path) -> list[int]:
@@ -35,14 +31,11 @@ def test_sigterm_checkpoints_every_finished_step_and_the_rerun_resumes_there(tmp
   workdir = tmp_path / 'preempted'
   proc = subprocess.Popen(_command(small_archive, workdir), cwd=conftest.REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
   # metrics.jsonl is brought up to date at each checkpoint, the first at the end of epoch 1.
-  while time.time() < deadline and proc.poll() is None and not _train_steps(workdir):
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGTERM)
+  conftest.signal_when(lambda: bool(_train_steps(workdir)), proc, conftest.TERM, timeout=240)
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == preemption.EXIT_STATUS, stderr[-3000:]
-  saved = max(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  saved = max(conftest.checkpoint_steps(workdir))
   assert 17 <= saved < 68, 'the signal must arrive mid-run for this test to mean anything'
   assert max(_train_steps(workdir)) <= saved  # every step that finished is in the checkpoint
   assert f'preempted: checkpoint saved at step {saved}' in stderr

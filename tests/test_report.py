@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_flax import augment, plots, report, train
+from fer_flax import augment, evaluate, plots, report, steps
 from fer_flax.errors import UserError
 
 NAMES = ('a', 'b', 'c')
@@ -86,15 +86,19 @@ def test_eval_step_with_tta_averages_probabilities():
   batch = {'image': images, 'label': np.array([0, 1, 0, 1], np.int32),
            'mask': np.array([True, True, True, False])}
   variables = {'w': jnp.float32(5.0)}
-  got = train.eval_step(variables, batch, apply_fn=apply_fn, tta='flip')
+  got = steps.eval_step(variables, batch, apply_fn=apply_fn, tta='flip')
   x = images.astype(np.float32) / 255
   probs = [jax.nn.softmax(apply_fn(variables, v, False)) for v in (x, x[:, :, ::-1])]
   mean = (probs[0] + probs[1]) / 2
-  expected_loss = -np.log(np.asarray(mean)[np.arange(3), [0, 1, 0]]).sum()
-  assert float(got['loss']) == pytest.approx(expected_loss, rel=1e-5)
-  assert float(got['count']) == 3 and np.asarray(got['confusion']).sum() == 3
-  plain = train.eval_step(variables, batch, apply_fn=apply_fn, tta='none')
-  assert float(plain['loss']) != pytest.approx(expected_loss, rel=1e-3)
+  np.testing.assert_allclose(got['probabilities'], mean, rtol=1e-5)
+  expected_loss = -np.log(np.asarray(mean)[np.arange(3), [0, 1, 0]]).mean()
+  mask = np.asarray(got['mask'])
+  scored = evaluate.score(np.asarray(got['probabilities'])[mask], np.asarray(got['label'])[mask])
+  assert scored['loss'] == pytest.approx(expected_loss, rel=1e-5)
+  assert scored['examples'] == 3 and np.sum(scored['confusion_matrix']) == 3
+  plain = steps.eval_step(variables, batch, apply_fn=apply_fn, tta='none')
+  plain_loss = evaluate.score(np.asarray(plain['probabilities'])[mask], batch['label'][mask])['loss']
+  assert plain_loss != pytest.approx(expected_loss, rel=1e-3)
 
 
 def test_augment_grid_png_shows_each_face_and_its_draws(tmp_path):

@@ -2,10 +2,9 @@
 
 import json
 import pathlib
-import signal
+import re
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +14,9 @@ import optax
 import pytest
 
 from configs import tiny
-from fer_flax import evaluate, fer2013, models, train, writers
+from fer_flax import evaluate, fer2013, models, optim, steps, train, workdirs, writers
 from fer_flax.errors import UserError
+from fer_flax.sharding import Parallel
 from tests import conftest
 
 
@@ -91,11 +91,6 @@ def test_evaluate_restores_the_best_checkpoint(finished_run, tmp_path):
     evaluate.evaluate_checkpoint(str(workdir), 'public_test', step=3)
 
 
-def _main_command(config_overrides, workdir):
-  return [sys.executable, '-m', 'fer_flax.main', '--config=configs/tiny.py',
-          f'--workdir={workdir}', *[f'--config.{k}={v}' for k, v in config_overrides.items()]]
-
-
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, small_archive, tfds_dir):
   # With the random parts of the recipe on: augmentation and its draws, mixup, the moving average.
   overrides = {'data.path': small_archive, 'data.tfds_data_dir': tfds_dir, 'num_epochs': 4,
@@ -103,17 +98,12 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, small_archive
                'augment.flip': True, 'augment.rotation': 10.0, 'augment.erase_probability': 0.5,
                'augment.mixup_alpha': 0.2, 'ema_decay': 0.9}
   killed = tmp_path / 'killed'
-  proc = subprocess.Popen(_main_command(overrides, killed), cwd=conftest.REPO,
+  proc = subprocess.Popen(conftest.main_command(killed, overrides), cwd=conftest.REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 120
-  while time.time() < deadline and proc.poll() is None:
-    steps = [p.name for p in (killed / 'checkpoints').glob('*') if p.name.isdigit()]
-    if any(int(s) >= 5 for s in steps):
-      break
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGKILL)
+  conftest.signal_when(lambda: max(conftest.checkpoint_steps(killed), default=0) >= 5, proc,
+                       conftest.KILL, timeout=120)
   proc.wait()
-  done = [int(p.name) for p in (killed / 'checkpoints').glob('*') if p.name.isdigit()]
+  done = conftest.checkpoint_steps(killed)
   assert 5 <= max(done) < 68, 'the run must be killed mid-way for this test to mean anything'
 
   config = conftest.tiny_config(small_archive, tfds_dir, **{
@@ -129,7 +119,8 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, small_archive
 
 
 def test_cli_errors_are_one_line(tmp_path):
-  result = subprocess.run(_main_command({'data.path': tmp_path / 'missing.zip'}, tmp_path / 'w'),
+  result = subprocess.run(conftest.main_command(tmp_path / 'w',
+                                                {'data.path': tmp_path / 'missing.zip'}),
                           cwd=conftest.REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr
@@ -148,7 +139,7 @@ def test_optimizers_reduce_a_loss(name, overrides):
   config.optimizer.name = name
   config.optimizer.learning_rate = 0.1
   config.optimizer.update(overrides)
-  tx = train.create_optimizer(config, train.create_learning_rate_schedule(config, 10, 100))
+  tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 10, 100))
   params = {'kernel': jnp.ones((3, 3)), 'bias': jnp.ones(3)}
   loss = lambda p: jnp.sum(p['kernel'] ** 2) + jnp.sum(p['bias'] ** 2)
   opt_state = tx.init(params)
@@ -161,7 +152,7 @@ def test_optimizers_reduce_a_loss(name, overrides):
 def test_weight_decay_spares_biases():
   config = conftest.tiny_config('unused', 'unused')
   config.optimizer.update(name='sgd', momentum=0.0, weight_decay=0.5, learning_rate=1.0)
-  tx = train.create_optimizer(config, train.create_learning_rate_schedule(config, 1, 1))
+  tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 1, 1))
   params = {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)}
   zeros = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zeros, tx.init(params), params)
@@ -173,16 +164,16 @@ def test_unknown_optimizer_and_schedule():
   config = conftest.tiny_config('unused', 'unused')
   config.optimizer.name = 'lion'
   with pytest.raises(UserError, match=r"unknown optimizer 'lion' in config.optimizer.name"):
-    train.create_optimizer(config, optax.constant_schedule(1.0))
+    optim.create_optimizer(config, optax.constant_schedule(1.0))
   config.optimizer.schedule = 'step'
   with pytest.raises(UserError, match=r"unknown schedule 'step' in config.optimizer.schedule"):
-    train.create_learning_rate_schedule(config, 10, 100)
+    optim.create_learning_rate_schedule(config, 10, 100)
 
 
 def test_warmup_then_cosine():
   config = conftest.tiny_config('unused', 'unused')
   config.optimizer.update(schedule='cosine', warmup_epochs=1.0, learning_rate=1.0)
-  schedule = train.create_learning_rate_schedule(config, steps_per_epoch=10, total_steps=110)
+  schedule = optim.create_learning_rate_schedule(config, steps_per_epoch=10, total_steps=110)
   assert float(schedule(0)) == 0.0
   assert float(schedule(5)) == pytest.approx(0.5)
   assert float(schedule(10)) == pytest.approx(1.0)
@@ -192,13 +183,14 @@ def test_warmup_then_cosine():
 
 def _one_step(config, batch, model_config=None):
   """(state after one train step from a fixed init, its metrics) under `config`'s recipe."""
-  model = models.create_model(model_config or config.model, num_classes=7)
-  parallel = train.Parallel(jax.devices()[:1])
-  tx = train.create_optimizer(config, optax.constant_schedule(config.optimizer.learning_rate))
-  state = train.create_train_state(model, tx, jax.random.key(0), parallel.replicated,
+  model = models.create_model(model_config or config.model)
+  parallel = Parallel(jax.devices()[:1])
+  tx = optim.create_optimizer(config, optax.constant_schedule(config.optimizer.learning_rate))
+  state = steps.create_train_state(model, tx, jax.random.key(0), parallel,
                                    ema=bool(config.ema_decay))
   init = jax.device_get(state)  # The step donates `state`.
-  return init, parallel.jit_train_step(config)(state, batch, jax.random.key(1))
+  stacked = {k: v[None] for k, v in batch.items()}
+  return init, steps.compile_train_steps(config, parallel)(state, stacked, jax.random.key(1))
 
 
 def _batch(size=8):
@@ -266,7 +258,7 @@ def test_training_evaluates_and_keeps_the_moving_average(tmp_path, small_archive
 def test_one_cycle_rises_to_the_peak_then_anneals():
   config = tiny.get_config()
   config.optimizer.update(schedule='onecycle', learning_rate=0.1, warmup_epochs=3)
-  schedule = train.create_learning_rate_schedule(config, steps_per_epoch=10, total_steps=100)
+  schedule = optim.create_learning_rate_schedule(config, steps_per_epoch=10, total_steps=100)
   assert float(schedule(0)) == pytest.approx(0.1 / 25)
   assert float(schedule(30)) == pytest.approx(0.1)
   assert float(schedule(15)) < float(schedule(25)) < 0.1
@@ -281,7 +273,7 @@ def test_learning_rate_scales_linearly_with_the_batch_from_its_reference(schedul
   def peak(batch_size, reference):
     config.update(batch_size=batch_size)
     config.optimizer.reference_batch_size = reference
-    schedule = train.create_learning_rate_schedule(config, 10, 100)
+    schedule = optim.create_learning_rate_schedule(config, 10, 100)
     return max(float(schedule(step)) for step in range(100))
 
   assert peak(64, 0) == peak(512, 0) == pytest.approx(0.1)
@@ -304,7 +296,7 @@ def test_bfloat16_computes_in_bfloat16_on_float32_parameters():
   assert convs and all(c['__call__'][0].dtype == jnp.bfloat16 for c in convs)
   assert np.isfinite(float(metrics['loss']))
   with pytest.raises(UserError, match='config.model.dtype'):
-    models.create_model(ml_collections.ConfigDict({'name': 'vgg', 'dtype': 'int8'}), 7)
+    models.create_model(ml_collections.ConfigDict({'name': 'vgg', 'dtype': 'int8'}))
 
 
 def test_a_run_that_failed_before_any_checkpoint_restarts_with_a_fixed_config(
@@ -332,7 +324,7 @@ def test_evaluate_cli_writes_the_report_and_the_confusion_matrix(finished_run):
 
 
 def test_evaluate_cli_scores_an_ensemble_by_its_mean_probability(finished_run, tmp_path):
-  from fer_flax import checkpoints, export  # pylint: disable=g-import-not-at-top
+  from fer_flax import export  # pylint: disable=g-import-not-at-top
   config, workdir, _ = finished_run
   best_step = _best(workdir)['step']
   early_step = min(int(p.name) for p in (workdir / 'checkpoints').iterdir()
@@ -345,7 +337,7 @@ def test_evaluate_cli_scores_an_ensemble_by_its_mean_probability(finished_run, t
                           timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   report = json.loads(out.read_text())
-  best = checkpoints.restore_variables(workdir)[1]
+  best = workdirs.restore_variables(workdir)[1]
   early = export.load(tmp_path / 'early')[1]
   p_best, labels = evaluate.probabilities(config, best, 'public_test')
   p_early, _ = evaluate.probabilities(config, early, 'public_test')
@@ -371,3 +363,25 @@ def test_a_batch_norm_model_trains_restores_and_exports(tmp_path, small_archive,
   from_checkpoint = predict.Predictor.from_workdir(str(tmp_path / 'run'), detect=False)
   faces = [conftest.face(label, np.random.default_rng(label)) for label in range(7)]
   np.testing.assert_allclose(shipped.classify(faces), from_checkpoint.classify(faces), atol=5e-3)
+
+
+def test_a_diverging_run_stops_with_one_line_naming_the_steps_and_keeps_its_good_checkpoints(
+    tmp_path, small_archive):
+  # The learning rate warms up from 0 over the first epoch to a peak no network survives.
+  config = conftest.tiny_config(small_archive, pathlib.Path(''), **{
+      'data.pipeline': 'memory', 'data.tfds_data_dir': '', 'checkpoint_every_steps': 1,
+      'keep_checkpoints': 100, 'optimizer.name': 'sgd', 'optimizer.learning_rate': 1e8,
+      'optimizer.warmup_epochs': 1.0})
+  with pytest.raises(train.Diverged) as error:
+    train.train_and_evaluate(config, str(tmp_path))
+  message = str(error.value)
+  assert '\n' not in message
+  assert re.match(r'training diverged: the training loss became NaN or infinite between steps '
+                  r'\d+ and \d+, at learning rate .*; its checkpoints up to step \d+ are kept\. '
+                  r'Likely cause: too high a learning rate; train in a new --workdir with a '
+                  r'lower --config.optimizer.learning_rate', message)
+  saved = conftest.checkpoint_steps(tmp_path)
+  assert saved and f'up to step {saved[-1]} are kept' in message
+  for step in saved:
+    variables = workdirs.restore_variables(tmp_path, step)[1]
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))

@@ -1,4 +1,7 @@
-"""A run's workdir on disk: its saved config and its Orbax checkpoints. No TensorFlow."""
+"""A run's workdir: its saved config and its Orbax checkpoints. Every Orbax call is here.
+
+No TensorFlow. Paths go through `etils.epath`, so a workdir may be local or on gs://.
+"""
 
 from __future__ import annotations
 
@@ -91,10 +94,34 @@ def manager(workdir: epath.PathLike, config: ml_collections.ConfigDict,
                                item_handlers=handler)
 
 
-def restore(mngr: ocp.CheckpointManager, state: Any, step: int) -> Any:
-  """Restores `step` into the structure, dtypes and shardings of `state`."""
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+class Checkpoints:
+  """A training run's checkpoints: what the training loop saves, restores and reports."""
+
+  def __init__(self, workdir: epath.PathLike, config: ml_collections.ConfigDict):
+    self._manager = manager(workdir, config)
+
+  def latest_step(self) -> int:
+    """The step of the newest checkpoint; 0 when there is none."""
+    return self._manager.latest_step() or 0
+
+  def restore(self, state: Any, step: int) -> Any:
+    """Restores `step` into the structure, dtypes and shardings of `state`."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
+    """Saves `state` (in the background); `metrics['accuracy']` ranks it for keeping the best."""
+    self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+
+  def best(self) -> tuple[int, dict[str, float]] | None:
+    """(step, metrics) of the checkpoint with the best eval accuracy, if one was evaluated."""
+    step = self._manager.best_step()
+    metrics = self._manager.metrics(step) if step is not None else None
+    return (step, metrics) if metrics else None
+
+  def wait(self) -> None:
+    """Waits for the saves in flight to finish."""
+    self._manager.wait_until_finished()
 
 
 def restore_variables(workdir: epath.PathLike, step: int | None = None

@@ -1,0 +1,35 @@
+"""The training recipe `cpu.py` and `best.py` share; each sets only where it differs.
+
+A batch-norm VGG (widths set by each config) trained by SGD with Nesterov momentum and weight
+decay, with flips, rotations, zoom and shifts, random erasing, label smoothing, and a moving
+average of the weights for evaluation.
+"""
+
+import ml_collections
+
+from configs import base
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = base.get_config()
+  config.model = ml_collections.ConfigDict({
+      'name': 'vgg',
+      'stages': ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512)),
+      'hidden': (1024, 1024),
+      'dropout_rate': 0.3,
+      'dtype': 'float32',
+  })
+  config.optimizer.name = 'sgd'
+  config.optimizer.learning_rate = 0.05
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = True
+  config.optimizer.weight_decay = 5e-4
+
+  config.augment.flip = True
+  config.augment.rotation = 10.0
+  config.augment.scale = 0.1
+  config.augment.shift = 0.1
+  config.augment.erase_probability = 0.25
+
+  config.label_smoothing = 0.1
+  return config

@@ -1,0 +1,103 @@
+"""Where batches come from: tf.data on the host, or the data set held on the devices.
+
+`config.data.pipeline` chooses: `tfds` (`input_pipeline`, the TFDS builder and tf.data) or `memory`
+(`in_memory`, no TensorFlow). Either way a training feed yields what the compiled train step takes,
+batches stacked [steps, batch, ...] (several steps per call on the devices' input), and evaluation
+batches carry a `mask` that is False on padding. This is the one place that imports TensorFlow,
+and only for `tfds`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import jax
+import ml_collections
+from absl import logging
+
+from fer_flax import fer2013, in_memory
+from fer_flax.errors import UserError
+from fer_flax.sharding import Batch, Parallel
+
+PIPELINES = ('tfds', 'memory')
+
+
+class TrainFeed(Protocol):
+  """Training batches for a range of steps."""
+  steps_per_epoch: int
+
+  def batches(self, start_step: int, stop_step: int) -> Iterator[Batch]:
+    """Stacked batches [steps, batch, ...] for these steps; a stack never crosses an epoch."""
+
+
+def tensorflow_available() -> bool:
+  """Whether TensorFlow and TFDS can be imported, without importing them."""
+  return all(importlib.util.find_spec(name) is not None
+             for name in ('tensorflow', 'tensorflow_datasets'))
+
+
+def _check(pipeline: str) -> None:
+  if pipeline not in PIPELINES:
+    raise UserError(f'unknown input pipeline {pipeline!r} in config.data.pipeline; '
+                    'choose tfds (tf.data) or memory (on the devices, no TensorFlow)')
+  if pipeline == 'tfds' and not tensorflow_available():
+    raise UserError('config.data.pipeline=tfds needs TensorFlow and tensorflow-datasets, which '
+                    'cannot be imported here; add --config.data.pipeline=memory (no TensorFlow), '
+                    'or install them')
+
+
+def _tfds_builder(config: ml_collections.ConfigDict):
+  from fer_flax import tfds_builder  # TensorFlow loads here.  # pylint: disable=g-import-not-at-top
+  return tfds_builder.prepare(config.data.path, config.data.tfds_data_dir)
+
+
+def _process() -> dict[str, int]:
+  return dict(process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def train_feed(config: ml_collections.ConfigDict, parallel: Parallel) -> TrainFeed:
+  """The training feed `config.data.pipeline` names, over `config.data.train_split`."""
+  _check(config.data.pipeline)
+  if config.data.pipeline == 'memory':
+    source = fer2013.Source(config.data.path)
+    return in_memory.TrainFeed(*in_memory.load_split(source, config.data.train_split),
+                               config.batch_size, config.seed, config.steps_per_call, parallel)
+  if config.steps_per_call != 1:
+    raise UserError(f'config.steps_per_call={config.steps_per_call} needs the in-memory input: '
+                    'add --config.data.pipeline=memory, or set steps_per_call to 1')
+  from fer_flax import input_pipeline  # pylint: disable=g-import-not-at-top
+  data = input_pipeline.TrainData(_tfds_builder(config), config.data.train_split,
+                                  config.batch_size, config.seed, **_process())
+  return input_pipeline.TrainFeed(data, parallel, config.data.prefetch)
+
+
+def eval_pipeline(config: ml_collections.ConfigDict, requested: str | None = None) -> str:
+  """The input for evaluating: `requested`, else the run's own, else (no TensorFlow) `memory`.
+
+  Evaluation gives the same scores on either input; only where the data is read from differs.
+  """
+  if requested:
+    _check(requested)
+    return requested
+  pipeline = config.data.pipeline
+  if pipeline == 'tfds' and not tensorflow_available():
+    logging.info('TensorFlow cannot be imported: evaluating on the in-memory input')
+    return 'memory'
+  _check(pipeline)
+  return pipeline
+
+
+def eval_batches(config: ml_collections.ConfigDict, parallel: Parallel, split: str | None = None,
+                 pipeline: str | None = None) -> Iterable[Batch]:
+  """One pass over `split` (default `config.data.eval_split`) each time it is iterated."""
+  split = split or config.data.eval_split
+  parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
+  if eval_pipeline(config, pipeline) == 'memory':
+    images, labels = in_memory.load_split(fer2013.Source(config.data.path), split)
+    return in_memory.eval_batches(images, labels, config.eval_batch_size, parallel)
+  from fer_flax import input_pipeline  # pylint: disable=g-import-not-at-top
+  dataset, _ = input_pipeline.eval_data(_tfds_builder(config), split, config.eval_batch_size,
+                                        **_process())
+  return input_pipeline.EvalBatches(dataset, parallel)
