@@ -23,6 +23,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema_decay = 0.998
   config.batch_size = 64
   config.num_epochs = 30
-  config.data.pipeline = 'memory'
   config.steps_per_call = 10
   return config

@@ -35,6 +35,14 @@ from fer_flax.errors import UserError, exits_on_user_error
 from fer_flax.sharding import Parallel
 
 FLAGS = flags.FLAGS
+# Dense bfloat16 peak FLOP/s of one JAX device, from the vendors' datasheets (no sparsity), by a
+# fragment of `device_kind`; the first match counts. TPU v2/v3 devices are single cores.
+BF16_PEAK_FLOPS = (
+    ('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12), ('H200', 989e12),
+    ('GH200', 989e12), ('B200', 2250e12), ('A100', 312e12), ('L40S', 362e12), ('L4', 121e12),
+    ('A10G', 70e12), ('TPU v6 lite', 918e12), ('TPU v5 lite', 197e12), ('TPU v5p', 459e12),
+    ('TPU v5', 459e12), ('TPU v4', 275e12), ('TPU v3', 61.5e12), ('TPU v2', 22.5e12),
+)
 PEER_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'keras_seed_cnn.py'
 
 
@@ -62,6 +70,19 @@ def _compile(jitted, *args) -> tuple[Any, float]:
   return compiled, time.perf_counter() - start
 
 
+def _flops(jitted, *args) -> float:
+  """FLOPs of one call, as XLA's cost analysis of the lowered program counts them."""
+  analysis = jitted.lower(*args).cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  return float((analysis or {}).get('flops', 0.0))
+
+
+def bf16_peak_flops(device_kind: str) -> float | None:
+  """The chip's dense bfloat16 peak FLOP/s, where this table knows it."""
+  return next((peak for fragment, peak in BF16_PEAK_FLOPS if fragment in device_kind), None)
+
+
 def _train(config: ml_collections.ConfigDict, parallel: Parallel, steps: int,
            batches: dict[str, np.ndarray]) -> dict[str, Any]:
   """The compiled train step of `fer_flax.main`, `steps_per_call` steps per call as configured."""
@@ -74,8 +95,10 @@ def _train(config: ml_collections.ConfigDict, parallel: Parallel, steps: int,
   calls = max(steps // per_call, 1)
   stacked = [parallel.to_global({k: v[i * per_call:(i + 1) * per_call] for k, v in batches.items()},
                                 parallel.stacked) for i in range(calls)]
-  step, compile_seconds = _compile(steps_lib.compile_train_steps(config, parallel), state,
-                                   stacked[0], rng)
+  jitted = steps_lib.compile_train_steps(config, parallel)
+  # One step's FLOPs, from a one-step call: a scan's body would be counted once, not per step.
+  flops = _flops(jitted, state, jax.tree.map(lambda x: x[:1], stacked[0]), rng)
+  step, compile_seconds = _compile(jitted, state, stacked[0], rng)
 
   def run():
     nonlocal state
@@ -87,7 +110,8 @@ def _train(config: ml_collections.ConfigDict, parallel: Parallel, steps: int,
   rate = _rate(run, calls * per_call * config.batch_size)
   return {'parameters': sum(x.size for x in jax.tree.leaves(state.params)),
           'compile_seconds': compile_seconds, 'steps_per_call': per_call,
-          'images_per_sec': rate, 'step_ms': 1000 * config.batch_size / rate, '_state': state}
+          'images_per_sec': rate, 'step_ms': 1000 * config.batch_size / rate,
+          'flops_per_image': flops / config.batch_size, '_state': state}
 
 
 def _evaluate(config: ml_collections.ConfigDict, parallel: Parallel,
@@ -97,13 +121,15 @@ def _evaluate(config: ml_collections.ConfigDict, parallel: Parallel,
   batch = parallel.to_global({'image': batch['image'][0], 'label': batch['label'][0],
                               'mask': np.ones(config.eval_batch_size, bool)})
   variables = state.variables()
-  step, compile_seconds = _compile(steps_lib.compile_eval_step(model.apply, parallel), variables,
-                                   batch)
+  jitted = steps_lib.compile_eval_step(model.apply, parallel)
+  flops = _flops(jitted, variables, batch)
+  step, compile_seconds = _compile(jitted, variables, batch)
   repeats = 5
   step(variables, batch)
   rate = _rate(lambda: [step(variables, batch) for _ in range(repeats)],
                repeats * config.eval_batch_size)
-  return {'images_per_sec': rate, 'compile_seconds': compile_seconds}
+  return {'images_per_sec': rate, 'compile_seconds': compile_seconds,
+          'flops_per_image': flops / config.eval_batch_size}
 
 
 def _input(config: ml_collections.ConfigDict, parallel: Parallel, steps: int) -> dict[str, Any]:
@@ -115,7 +141,7 @@ def _input(config: ml_collections.ConfigDict, parallel: Parallel, steps: int) ->
   start = time.perf_counter()
   feed = inputs.train_feed(config, parallel)
   load_seconds = time.perf_counter() - start
-  batches = feed.batches(0, feed.steps_per_epoch)
+  batches = feed.batches(0, feed.steps_per_epoch * (steps * 3 + 1))  # taken as far as needed
   jax.block_until_ready(next(batches))
   start, images = time.perf_counter(), 0
   for _, batch in zip(range(steps * 3), batches):
@@ -171,6 +197,11 @@ def benchmark(config: ml_collections.ConfigDict, steps: int,
   report['train'] = _train(config, parallel, steps, ours)
   state = report['train'].pop('_state')
   report['eval'] = _evaluate(config, parallel, state)
+  peak = bf16_peak_flops(device.device_kind)
+  for part in (report['train'], report['eval']):
+    part['flops_per_sec'] = part['flops_per_image'] * part['images_per_sec']
+    if peak:  # The whole mesh's share of its chips' peak.
+      part['bf16_peak_fraction'] = part['flops_per_sec'] / (peak * jax.device_count())
   report['input'] = _input(config, parallel, steps)
   report['memory'] = _memory()
   if keras_backends:
@@ -185,6 +216,14 @@ def benchmark(config: ml_collections.ConfigDict, steps: int,
   return report
 
 
+def _flops_text(part: dict[str, Any]) -> str:
+  text = (f"; {part['flops_per_image'] / 1e6:.1f} MFLOPs/image, "
+          f"{part['flops_per_sec'] / 1e12:.3f} TFLOP/s")
+  if 'bf16_peak_fraction' in part:
+    text += f", {part['bf16_peak_fraction']:.1%} of bf16 peak"
+  return text
+
+
 def format_report(report: dict[str, Any]) -> str:
   """The human-readable table the command prints."""
   device, tr, ev, inp = report['device'], report['train'], report['eval'], report['input']
@@ -194,8 +233,9 @@ def format_report(report: dict[str, Any]) -> str:
       f"device: {device['count']} x {device['kind']} ({device['platform']}), "
       f"{device['processes']} process(es)",
       f"train: {tr['images_per_sec']:8.1f} images/s  ({tr['step_ms']:.1f} ms/step; compile "
-      f"{tr['compile_seconds']:.1f} s)",
-      f"eval:  {ev['images_per_sec']:8.1f} images/s  (compile {ev['compile_seconds']:.1f} s)",
+      f"{tr['compile_seconds']:.1f} s){_flops_text(tr)}",
+      f"eval:  {ev['images_per_sec']:8.1f} images/s  (compile {ev['compile_seconds']:.1f} s)"
+      f"{_flops_text(ev)}",
   ]
   if 'skipped' in inp:
     lines.append(f"input: skipped ({inp['skipped']})")

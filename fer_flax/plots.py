@@ -1,11 +1,13 @@
 """Figures: confusion matrices, training curves, and grids of example predictions.
 
   python -m fer_flax.plots curves --workdir=DIR [--out=FILE.png]
+  python -m fer_flax.plots time --workdir=DIR[,DIR2,...] [--accuracy=0.72] [--out=FILE.png]
   python -m fer_flax.plots grid (--model=pretrained | --workdir=DIR) --data=PATH
       [--split=public_test] [--per_class=3] [--out=FILE.png]
   python -m fer_flax.plots augment --config=configs/cpu.py --data=PATH [--out=FILE.png]
 
-`curves` draws a run's loss and accuracy from its metrics.jsonl (default: DIR/curves.png); `grid`
+`curves` draws a run's loss and accuracy from its metrics.jsonl (default: DIR/curves.png); `time`
+draws evaluation accuracy against seconds of training for one or more runs; `grid`
 classifies a few faces of each class of a split and shows them with true and predicted labels;
 `augment` shows training faces as a config's augmentation (mixup/CutMix included) presents them.
 """
@@ -75,6 +77,26 @@ def curves_png(records: Sequence[dict[str, Any]], path: epath.PathLike,
     ax.legend()
   if title:
     fig.suptitle(title)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def time_png(runs: dict[str, Sequence[dict[str, Any]]], path: epath.PathLike,
+             target: float | None = None, split: str = 'public_test') -> epath.Path:
+  """Evaluation accuracy against seconds of training (compiling left out), one line a run."""
+  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  for name, records in runs.items():
+    points = [(r['train_seconds'], r['accuracy']) for r in records
+              if r.get('split') == split and 'train_seconds' in r]
+    if not points:
+      raise UserError(f'{name} has no timed {split} evaluation; train it with this version')
+    ax.plot(*zip(*points), marker='o', markersize=3, label=name)
+  if target:
+    ax.axhline(target, color='gray', linestyle='--', linewidth=1, label=f'target {target:.0%}')
+  ax.set_xlabel('seconds of training (compiling left out)')
+  ax.set_ylabel(f'{split} accuracy')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
   fig.tight_layout()
   return _save(fig, path)
 
@@ -155,7 +177,9 @@ def _define_flags() -> None:
                       'checkpoint (grid).')
   flags.DEFINE_string('model', None, 'grid: "pretrained", or a folder written by fer_flax.export.')
   flags.DEFINE_string('data', None, 'grid: FER2013 archive, folder or CSV.')
-  flags.DEFINE_string('split', 'public_test', 'grid: the split whose faces are shown.')
+  flags.DEFINE_string('split', 'public_test', 'grid: the split whose faces are shown; time: the '
+                      'evaluated split.')
+  flags.DEFINE_float('accuracy', None, 'time: a target accuracy to draw.')
   flags.DEFINE_integer('per_class', 3, 'grid: faces per class.')
   flags.DEFINE_string('out', None, 'The PNG to write; default: WORKDIR/curves.png, grid.png or '
                       'augment.png.')
@@ -170,6 +194,18 @@ def _curves() -> epath.Path:
     raise UserError(f'{metrics} does not exist; pass the --workdir of a training run')
   out = FLAGS.out or epath.Path(FLAGS.workdir) / 'curves.png'
   return curves_png(writers.read_metrics(metrics), out, title=str(FLAGS.workdir))
+
+
+def _time() -> epath.Path:
+  if not FLAGS.workdir:
+    raise app.UsageError('time needs --workdir')
+  runs = {}
+  for workdir in FLAGS.workdir.split(','):
+    metrics = epath.Path(workdir) / writers.METRICS_FILE
+    if not metrics.exists():
+      raise UserError(f'{metrics} does not exist; pass the --workdir of a training run')
+    runs[workdir] = writers.read_metrics(metrics)
+  return time_png(runs, FLAGS.out or 'time_to_accuracy.png', FLAGS.accuracy, FLAGS.split)
 
 
 def _grid() -> epath.Path:
@@ -195,9 +231,9 @@ def _augment() -> epath.Path:
 
 @exits_on_user_error
 def main(argv: list[str]) -> None:
-  commands = {'curves': _curves, 'grid': _grid, 'augment': _augment}
+  commands = {'curves': _curves, 'time': _time, 'grid': _grid, 'augment': _augment}
   if len(argv) != 2 or argv[1] not in commands:
-    raise app.UsageError('usage: python -m fer_flax.plots curves|grid|augment [flags]')
+    raise app.UsageError('usage: python -m fer_flax.plots curves|time|grid|augment [flags]')
   print(commands[argv[1]]())
 
 

@@ -11,7 +11,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from fer_flax import evaluate, inputs, models, optim, preemption, steps, workdirs, writers
+from fer_flax import evaluate, inputs, models, optim, preemption, steps, timing, workdirs, writers
 from fer_flax.errors import UserError
 from fer_flax.sharding import Parallel
 
@@ -76,8 +76,14 @@ class _Window:
     return summary
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
-  """Trains per `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       started: float | None = None) -> steps.TrainState:
+  """Trains per `config` in `workdir`, resuming from its latest checkpoint if there is one.
+
+  `started` (a `time.perf_counter()` value) is when the command started, for the times that
+  evaluation records carry; by default, now.
+  """
+  clock = timing.Clock(started)
   workdir = workdirs.workdir_path(workdir)
   checkpoints = workdirs.Checkpoints(workdir, config)
   start_step = checkpoints.latest_step()
@@ -112,6 +118,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   writer = writers.create_writer(workdir, start_step, jax.process_index() == 0)
 
   step, saved, preempted, window = start_step, start_step, False, _Window(start_step)
+  clock.first_step()
   with preemption.Watch() as watch:
     for call, batches in enumerate(feed.batches(start_step, total_steps)):
       state, metrics = train_step(state, batches, rng)
@@ -146,7 +153,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
       if end_of_epoch:
         result = evaluate.score(*evaluate.predictions(eval_step, state.variables(), eval_batches))
         evaluated = {'accuracy': result['accuracy'], 'loss': result['loss']}
-        writer.write_scalars(step, {f'{split}/{k}': v for k, v in evaluated.items()})
+        times = clock.stamp()
+        writer.write_scalars(step, {f'{split}/{k}': v for k, v in {**evaluated, **times}.items()})
+        logging.info('%s accuracy %.4f at step %d, %.1f s since the start: %.1f s training, '
+                     '%.1f s compiling', split, result['accuracy'], step,
+                     times['elapsed_seconds'], times['train_seconds'], times['compile_seconds'])
       checkpoints.save(step, state, evaluated)
       writer.flush()
       saved = step

@@ -23,6 +23,8 @@ def test_benchmark_reports_train_eval_input_and_memory(tmp_path, small_archive):
   for part in ('train', 'eval', 'input'):
     assert report[part]['images_per_sec'] > 0
   assert report['train']['compile_seconds'] > 0
+  assert report['train']['flops_per_image'] > 0 and report['eval']['flops_per_image'] > 0
+  assert report['train']['flops_per_sec'] > 0 and 'bf16_peak_fraction' not in report['train']
   assert report['memory']['peak_host_bytes'] > 0
   assert 'train:' in result.stdout and 'images/s' in result.stdout
 
@@ -33,3 +35,11 @@ def test_keras_peer_trains_the_same_network():
   peer = benchmark.keras_peer('tensorflow', benchmark.synthetic_batches(4, 8), warmup=2)
   assert peer['parameters'] == 9_515_783  # seed_cnn's count, layer for layer
   assert peer['backend'] == 'tensorflow' and peer['images_per_sec'] > 0
+
+
+def test_the_bf16_peak_is_known_for_the_chips_people_train_on():
+  from fer_flax import benchmark  # pylint: disable=g-import-not-at-top
+  assert benchmark.bf16_peak_flops('NVIDIA H100 80GB HBM3') == 989e12
+  assert benchmark.bf16_peak_flops('NVIDIA H100 PCIe') == 756e12
+  assert benchmark.bf16_peak_flops('TPU v5 lite') == 197e12
+  assert benchmark.bf16_peak_flops('cpu') is None
