@@ -44,15 +44,25 @@ class Record:
   split: str
 
 
-def grayscale(image: Image.Image) -> Image.Image:
-  """Any PIL image (upright per its EXIF, transparency on white) as 8-bit grayscale."""
+def _opaque(image: Image.Image) -> Image.Image:
+  """Any PIL image, upright per its EXIF, as L or RGB, transparency composited on white."""
   image = ImageOps.exif_transpose(image)
   if image.mode not in ('L', 'RGB'):
     image = image.convert('RGBA' if 'A' in image.getbands() or image.mode == 'P' else 'RGB')
     if image.mode == 'RGBA':
       white = Image.new('RGBA', image.size, (255, 255, 255, 255))
       image = Image.alpha_composite(white, image)
-  return image.convert('L')
+  return image
+
+
+def grayscale(image: Image.Image) -> Image.Image:
+  """Any PIL image (upright per its EXIF, transparency on white) as 8-bit grayscale."""
+  return _opaque(image).convert('L')
+
+
+def rgb(image: Image.Image) -> Image.Image:
+  """Any PIL image (upright per its EXIF, transparency on white) as 8-bit RGB."""
+  return _opaque(image).convert('RGB')
 
 
 def to_model_input(image: Image.Image) -> np.ndarray:

@@ -3,9 +3,14 @@
   python -m fer_flax.predict --model=pretrained PHOTO_OR_FOLDER ...
   python -m fer_flax.predict --workdir=DIR [--step=N] PHOTO_OR_FOLDER ...
   python -m fer_flax.predict --model=EXPORTED_DIR PHOTO_OR_FOLDER ...
-      [--no-detect] [--json | --csv] [--annotate=DIR]
+      [--detector=yunet|haar] [--no-align] [--no-detect] [--json | --csv] [--annotate=DIR]
+  python -m fer_flax.predict --model=pretrained VIDEO ... [--fps=5] [--smooth=1.0]
+  python -m fer_flax.predict --model=pretrained --camera=0 [--smooth=1.0]
 
-Each face gets its file, box, emotion, confidence and all seven probabilities. A file that cannot be
+Faces are found by YuNet (or OpenCV's Haar cascade), framed as FER2013 frames faces, and turned
+upright when strongly tilted (`fer_flax.faces`). Each face gets its file, box, the detector's
+score, emotion, confidence and all seven probabilities; faces are listed largest first. Videos
+and cameras (`fer_flax.video`) add the frame, its time and a track id per face. A file that cannot be
 used (not an image, truncated, no face) is reported and the rest still run; the exit status is 1
 if any file failed, 0 otherwise. From Python:
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import os
 import pathlib
@@ -25,31 +31,31 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import cv2
 import jax
 import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from fer_flax import export, fer2013, models, workdirs
+from fer_flax import export, faces, fer2013, models, workdirs
 from fer_flax.errors import UserError, exits_on_user_error
 
-# FER2013 faces are framed like OpenCV's Haar boxes: on 129 public_test faces pasted into larger
-# images, the original crop was 1.04x the detected box (median). So the default margin is 2%.
-DEFAULT_MARGIN = 0.02
-_MAX_DETECT_SIDE = 1280  # detection runs on a copy no larger than this; boxes are scaled back
+# Annotated photos wait, decoded, for their faces' batch: at most this many at a time.
+_MAX_PENDING_ANNOTATIONS = 8
 
 
 @dataclasses.dataclass(frozen=True)
 class Face:
-  """One classified face; `box` is (x, y, width, height) in the photo, or None if not detected."""
+  """One classified face; `box` is (x, y, width, height) in the photo, or None if not detected;
+  `score` is the detector's."""
   box: tuple[int, int, int, int] | None
   emotion: str
   confidence: float
   probabilities: dict[str, float]
+  score: float | None = None
+  track: int | None = None
 
 
-def _open(source: Any) -> Image.Image:
+def open_image(source: Any) -> Image.Image:
   """A PIL image from a path, bytes, a PIL image or an array; raises UserError when unusable."""
   if isinstance(source, Image.Image):
     return ImageOps.exif_transpose(source)
@@ -75,16 +81,17 @@ class Predictor:
   """Classifies faces with a trained model; finds them first unless `detect` is False."""
 
   def __init__(self, model: Any, variables: dict[str, Any], *, detect: bool = True,
-               margin: float = DEFAULT_MARGIN, min_face_size: int = 24, batch_size: int = 64):
+               detector: str = 'yunet', align: bool = True, margin: float = 0.0,
+               min_face_size: int = 0, batch_size: int = 64):
     self._variables = jax.device_put(variables)
     self.detect_faces = detect
+    self.detector_name = detector
+    self.align = align
     self.margin = margin
-    self.min_face_size = min_face_size
     self.batch_size = batch_size
     self._apply = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, models.preprocess(x),
                                                                   train=False)))
-    self._detector = cv2.CascadeClassifier(
-        os.path.join(cv2.data.haarcascades, 'haarcascade_frontalface_default.xml'))
+    self._detector = faces.create_detector(detector, min_face_size=min_face_size)
 
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, step: int | None = None,
@@ -110,33 +117,18 @@ class Predictor:
       return cls.from_workdir(workdir, step, **kwargs)
     return cls.pretrained(export.resolve(model or 'pretrained'), **kwargs)
 
-  def detect(self, image: Image.Image) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, width, height), largest first."""
-    gray = np.asarray(fer2013.grayscale(image))
-    scale = min(1.0, _MAX_DETECT_SIDE / max(gray.shape))
-    if scale < 1.0:
-      gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    min_side = max(int(self.min_face_size * scale), 12)
-    boxes = self._detector.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1,
-                                            minNeighbors=5, minSize=(min_side, min_side))
-    boxes = [tuple(int(round(v / scale)) for v in box) for box in boxes]
-    return sorted(boxes, key=lambda b: -b[2] * b[3])
+  def detect(self, image: Image.Image) -> list[faces.Detection]:
+    """The faces of a photo (boxes, scores, landmarks), largest first, found in colour."""
+    return self._detector.detect(np.asarray(fer2013.rgb(image)))
 
-  def _crop(self, image: Image.Image, box: tuple[int, int, int, int]) -> np.ndarray:
-    x, y, w, h = box
-    dx, dy = int(round(w * self.margin)), int(round(h * self.margin))
-    region = (max(x - dx, 0), max(y - dy, 0), min(x + w + dx, image.width),
-              min(y + h + dy, image.height))
-    return fer2013.to_model_input(image.crop(region))
-
-  def faces_of(self, image: Image.Image) -> tuple[list[tuple[int, int, int, int] | None],
+  def faces_of(self, image: Image.Image) -> tuple[list[faces.Detection | None],
                                                  list[np.ndarray]]:
-    """(boxes, 48x48 crops) of an image: every detected face, or the whole image."""
+    """(detections, 48x48 crops) of an image: every detected face, or the whole image."""
     if not self.detect_faces:
       return [None], [fer2013.to_model_input(image)]
-    gray = fer2013.grayscale(image)  # Once for the detector and all the crops.
-    boxes = self.detect(gray)
-    return boxes, [self._crop(gray, b) for b in boxes]
+    detections = self.detect(image)
+    gray = np.asarray(fer2013.grayscale(image))  # Once for all the crops.
+    return detections, [faces.crop(gray, d, self.detector_name, self.align, self.margin) for d in detections]
 
   def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
     """[N, 7] probabilities of 48x48 uint8 faces, in fixed-size batches (one compilation)."""
@@ -150,22 +142,26 @@ class Predictor:
 
   def predict(self, image: Any) -> list[Face]:
     """The faces of one photo (a path, bytes, PIL image or array), largest first."""
-    boxes, crops = self.faces_of(_open(image))
-    return [_face(box, p) for box, p in zip(boxes, self.classify(crops))]
+    detections, crops = self.faces_of(open_image(image))
+    return [make_face(d, p) for d, p in zip(detections, self.classify(crops))]
 
 
-def _face(box: tuple[int, int, int, int] | None, probabilities: np.ndarray) -> Face:
+def make_face(detection: faces.Detection | None, probabilities: np.ndarray) -> Face:
   best = int(np.argmax(probabilities))
-  return Face(box, fer2013.EMOTIONS[best], float(probabilities[best]),
-              {e: float(p) for e, p in zip(fer2013.EMOTIONS, probabilities)})
+  return Face(detection.box if detection else None, fer2013.EMOTIONS[best],
+              float(probabilities[best]),
+              {e: float(p) for e, p in zip(fer2013.EMOTIONS, probabilities)},
+              detection.score if detection else None)
 
 
 @dataclasses.dataclass
 class Result:
-  """What one input file gave: faces, or the reason it gave none."""
+  """What one photo, or one video frame, gave: faces, or the reason it gave none."""
   file: str
   faces: list[Face]
   error: str | None = None
+  frame: int | None = None
+  time: float | None = None
 
 
 def expand_inputs(paths: Iterable[str]) -> Iterator[pathlib.Path]:
@@ -180,23 +176,35 @@ def expand_inputs(paths: Iterable[str]) -> Iterator[pathlib.Path]:
 
 
 def predict_files(predictor: Predictor, files: Iterable[pathlib.Path],
-                  annotate_dir: pathlib.Path | None = None) -> Iterator[Result]:
-  """Results file by file; faces of several files share a batch, so memory stays flat."""
+                  annotate_dir: pathlib.Path | None = None, fps: float = 5.0,
+                  smooth: float = 0.0) -> Iterator[Result]:
+  """Results file by file (frame by frame for videos); faces of several photos share a batch,
+  so memory stays flat."""
+  from fer_flax import video  # pylint: disable=g-import-not-at-top
   pending: list[tuple[pathlib.Path, Image.Image | None, list, list]] = []
   num_crops = 0
 
   def flush() -> Iterator[Result]:
     probabilities = iter(predictor.classify([c for _, _, _, crops in pending for c in crops]))
     for path, image, boxes, crops in pending:
-      faces = [_face(box, next(probabilities)) for box in boxes]
+      faces = [make_face(box, next(probabilities)) for box in boxes]
       if annotate_dir is not None:
-        annotate(image, faces).save(_annotation_path(annotate_dir, path))
+        # Crisp labels: no chroma subsampling, which smears thin coloured lines.
+        annotate(image, faces).save(_annotation_path(annotate_dir, path), quality=92,
+                                    subsampling=0)
       yield Result(str(path), faces)
 
   for path in files:
+    if video.is_video(path):
+      yield from flush()
+      pending, num_crops = [], 0
+      annotated = (None if annotate_dir is None
+                   else _annotation_path(annotate_dir, path).with_suffix('.mp4'))
+      yield from video.predict_video(predictor, str(path), fps, smooth, annotated)
+      continue
     try:
-      image = _open(path)
-      boxes, crops = predictor.faces_of(image)
+      image = open_image(path)
+      detections, crops = predictor.faces_of(image)
     except UserError as e:
       yield Result(str(path), [], str(e))
       continue
@@ -204,9 +212,10 @@ def predict_files(predictor: Predictor, files: Iterable[pathlib.Path],
       yield Result(str(path), [], f'{path}: no face found (for photos that are already cropped '
                                   'faces, pass --no-detect)')
       continue
-    pending.append((path, image if annotate_dir is not None else None, boxes, crops))
+    pending.append((path, image if annotate_dir is not None else None, detections, crops))
     num_crops += len(crops)
-    if num_crops >= predictor.batch_size:
+    if (num_crops >= predictor.batch_size
+        or (annotate_dir is not None and len(pending) >= _MAX_PENDING_ANNOTATIONS)):
       yield from flush()
       pending, num_crops = [], 0
   yield from flush()
@@ -222,11 +231,13 @@ def annotate(image: Image.Image, faces: Sequence[Face]) -> Image.Image:
     width = max(2, out.width // 200)
     draw.rectangle((x, y, x + w - 1, y + h - 1), outline=(255, 215, 0), width=width)
     label = f'{face.emotion} {face.confidence:.0%}'
-    left, top, right, bottom = draw.textbbox((x, y), label, font=font)
-    top_y = y - (bottom - top) - 2 * width if y - (bottom - top) - 2 * width >= 0 else y + h
-    draw.rectangle((x, top_y, x + right - left + 2 * width, top_y + bottom - top + 2 * width),
-                   fill=(255, 215, 0))
-    draw.text((x + width, top_y + width - (top - y)), label, fill=(0, 0, 0), font=font)
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    label_w, label_h = right - left + 2 * width, bottom - top + 2 * width
+    # Above the box if there is room, else inside its top; never past the photo's edges.
+    label_x = max(0, min(x, out.width - label_w))
+    label_y = y - label_h if y - label_h >= 0 else min(y, max(0, out.height - label_h))
+    draw.rectangle((label_x, label_y, label_x + label_w, label_y + label_h), fill=(255, 215, 0))
+    draw.text((label_x + width - left, label_y + width - top), label, fill=(0, 0, 0), font=font)
   return out
 
 
@@ -245,9 +256,13 @@ def _rows(results: Iterable[Result]) -> Iterator[dict[str, Any]]:
     if r.error:
       yield {'file': r.file, 'error': r.error}
     for i, face in enumerate(r.faces):
-      yield {'file': r.file, 'face': i, 'box': list(face.box) if face.box else None,
+      row = {'file': r.file, 'face': i, 'box': list(face.box) if face.box else None,
+             'score': None if face.score is None else round(face.score, 4),
              'emotion': face.emotion, 'confidence': round(face.confidence, 4),
              'probabilities': {k: round(v, 4) for k, v in face.probabilities.items()}}
+      if r.frame is not None:
+        row.update(frame=r.frame, time=r.time, track=face.track)
+      yield row
 
 
 FLAGS = flags.FLAGS
@@ -259,10 +274,20 @@ def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'A training run whose best checkpoint classifies.')
   flags.DEFINE_integer('step', None, 'With --workdir: the checkpoint step; default: the best.')
   flags.DEFINE_boolean('no-detect', False, 'Classify each image as one face, already cropped.')
-  flags.DEFINE_float('margin', DEFAULT_MARGIN, 'Extra border around each detected face, as a '
-                     'fraction of its size.')
-  flags.DEFINE_integer('min_face_size', 24, 'Smallest face to look for, in pixels.')
+  flags.DEFINE_enum('detector', 'yunet', faces.DETECTORS, 'yunet (boxes, landmarks, scores) or '
+                    'OpenCV\'s Haar cascade.')
+  flags.DEFINE_boolean('no-align', False, 'Crop faces as detected, without turning tilted ones '
+                       'upright.')
+  flags.DEFINE_float('margin', 0.0, 'Extra border around each face, as a fraction of the frame '
+                     'FER2013 would give it, on each side.')
+  flags.DEFINE_integer('min_face_size', 0, 'Smallest face to report, in pixels (Haar: to look '
+                       'for; at least 12).')
   flags.DEFINE_integer('batch_size', 64, 'Faces classified per batch.')
+  flags.DEFINE_integer('camera', None, 'Also classify the faces a camera sees (its OpenCV index), '
+                       'until Ctrl-C.')
+  flags.DEFINE_float('fps', 5.0, 'Videos and cameras: frames sampled a second.')
+  flags.DEFINE_float('smooth', 0.0, 'Videos and cameras: average each tracked face\'s '
+                     'probabilities over this many seconds, so labels do not flicker.')
   flags.DEFINE_boolean('json', False, 'Print JSON lines instead of a table.')
   flags.DEFINE_boolean('csv', False, 'Print CSV instead of a table.')
   flags.DEFINE_string('annotate', None, 'Write copies of the photos with boxes and labels here.')
@@ -289,14 +314,18 @@ def _print(results: Iterable[Result], fmt: str) -> bool:
       if writer is None:
         writer = csv.writer(sys.stdout)
         writer.writerow(['file', 'face', 'x', 'y', 'width', 'height', 'emotion', 'confidence',
-                         *emotions])
+                         'score', *emotions, 'frame', 'time', 'track'])
       box = row['box'] or ['', '', '', '']
       writer.writerow([row['file'], row['face'], *box, row['emotion'], row['confidence'],
-                       *row['probabilities'].values()])
+                       '' if row['score'] is None else row['score'],
+                       *row['probabilities'].values(),
+                       *(row.get(k, '') for k in ('frame', 'time', 'track'))])
     else:
       box = ','.join(map(str, row['box'])) if row['box'] else 'whole image'
       probs = ' '.join(f'{row["probabilities"][e]:7.3f}' for e in emotions)
-      print(f'{row["file"][-40:]:40s} {row["face"]:4d} {box:>19s} {row["emotion"]:>9s} '
+      where = row['file'] if 'frame' not in row else f'{row["file"]} @{row["time"]:.2f}s'
+      face = row['face'] if 'track' not in row else row['track']
+      print(f'{where[-40:]:40s} {face:4d} {box:>19s} {row["emotion"]:>9s} '
             f'{row["confidence"]:5.2f}  {probs}', flush=True)
   return ok
 
@@ -304,20 +333,31 @@ def _print(results: Iterable[Result], fmt: str) -> bool:
 @exits_on_user_error
 def main(argv: list[str]) -> None:
   paths = argv[1:]
-  if not paths:
-    raise app.UsageError('give at least one photo or folder')
+  if not paths and FLAGS.camera is None:
+    raise app.UsageError('give at least one photo, video or folder, or --camera=INDEX')
+  if FLAGS.fps <= 0:
+    raise app.UsageError('--fps must be above 0')
   if (FLAGS.model is None) == (FLAGS.workdir is None):
     raise app.UsageError('give exactly one of --model (pretrained, or an exported folder) and '
                          '--workdir')
   if FLAGS.json and FLAGS.csv:
     raise app.UsageError('give at most one of --json and --csv')
-  options = dict(detect=not FLAGS['no-detect'].value, margin=FLAGS.margin,
+  options = dict(detect=not FLAGS['no-detect'].value, detector=FLAGS.detector,
+                 align=not FLAGS['no-align'].value, margin=FLAGS.margin,
                  min_face_size=FLAGS.min_face_size,
                  batch_size=FLAGS.batch_size)
   predictor = Predictor.load(FLAGS.model, FLAGS.workdir, FLAGS.step, **options)
   annotate_dir = pathlib.Path(FLAGS.annotate) if FLAGS.annotate else None
-  results = predict_files(predictor, expand_inputs(paths), annotate_dir)
-  ok = _print(results, 'json' if FLAGS.json else 'csv' if FLAGS.csv else 'table')
+  results = predict_files(predictor, expand_inputs(paths), annotate_dir, FLAGS.fps, FLAGS.smooth)
+  if FLAGS.camera is not None:
+    from fer_flax import video  # pylint: disable=g-import-not-at-top
+    annotated = annotate_dir / f'camera{FLAGS.camera}.mp4' if annotate_dir else None
+    results = itertools.chain(
+        video.predict_video(predictor, FLAGS.camera, FLAGS.fps, FLAGS.smooth, annotated), results)
+  try:
+    ok = _print(results, 'json' if FLAGS.json else 'csv' if FLAGS.csv else 'table')
+  except KeyboardInterrupt:  # How a camera is stopped.
+    ok = True
   sys.exit(0 if ok else 1)
 
 

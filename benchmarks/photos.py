@@ -1,0 +1,89 @@
+"""Face detection on real photos, and prediction's throughput on a folder of them.
+
+  python benchmarks/photos.py --photos=DIR [--detectors=yunet,haar] [--throughput=1000] [--json=FILE]
+
+DIR holds photos and a MANIFEST.tsv whose `file` and `faces_counted` columns say how many faces
+each shows. There are no boxes to match, so a photo's detections count as found faces up to its
+count, and as false boxes past it (look at `--annotate` output to be sure). Detection time is the
+median over the photos of the best of 3 runs each (steady state). Throughput runs
+`fer_flax.predict.predict_files` (the CLI's path: decode, detect, crop, batched classification)
+over the photos repeated to `--throughput` files, and reports photos/s and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import pathlib
+import resource
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from fer_flax import faces, fer2013, predict  # pylint: disable=g-import-not-at-top
+
+
+def detection(photos: pathlib.Path, detector_name: str) -> dict:
+  rows = list(csv.DictReader(open(photos / 'MANIFEST.tsv'), delimiter='\t'))
+  detector = faces.create_detector(detector_name)
+  found = expected = false = 0
+  times, per_photo = [], []
+  for row in rows:
+    image = np.asarray(fer2013.rgb(predict.open_image(photos / row['file'])))
+    runs = []
+    for _ in range(3):
+      start = time.perf_counter()
+      detections = detector.detect(image)
+      runs.append(time.perf_counter() - start)
+    times.append(min(runs))
+    count = int(row['faces_counted'])
+    found, expected = found + min(len(detections), count), expected + count
+    false += max(0, len(detections) - count)
+    per_photo.append({'file': row['file'], 'faces': count, 'detections': len(detections),
+                      'scores': [round(d.score, 3) for d in detections]})
+  return {'detector': detector_name, 'photos': len(rows), 'faces': expected,
+          'recall': found / expected, 'false_boxes': false,
+          'median_ms': 1000 * float(np.median(times)), 'max_ms': 1000 * float(max(times)),
+          'per_photo': per_photo}
+
+
+def throughput(photos: pathlib.Path, count: int) -> dict:
+  files = sorted(p for p in photos.iterdir() if p.suffix.lower() in ('.jpg', '.jpeg', '.png'))
+  predictor = predict.Predictor.pretrained()
+  list(predict.predict_files(predictor, files[:2]))  # Compiles the classifier.
+  start = time.perf_counter()
+  results = list(predict.predict_files(predictor, itertools.islice(itertools.cycle(files), count)))
+  seconds = time.perf_counter() - start
+  return {'files': count, 'seconds': seconds, 'photos_per_sec': count / seconds,
+          'faces': sum(len(r.faces) for r in results),
+          'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--photos', required=True)
+  parser.add_argument('--detectors', default='yunet,haar')
+  parser.add_argument('--throughput', type=int, default=0, help='Files to predict; 0 skips it.')
+  parser.add_argument('--json')
+  args = parser.parse_args()
+  photos = pathlib.Path(args.photos)
+  report = {'detection': [detection(photos, name) for name in args.detectors.split(',')]}
+  for r in report['detection']:
+    print(f"{r['detector']}: {r['recall']:.1%} of {r['faces']} faces, {r['false_boxes']} false "
+          f"boxes, {r['median_ms']:.1f} ms a photo (median; max {r['max_ms']:.1f})")
+  if args.throughput:
+    report['throughput'] = throughput(photos, args.throughput)
+    t = report['throughput']
+    print(f"predict: {t['photos_per_sec']:.1f} photos/s over {t['files']} files "
+          f"({t['faces']} faces), peak memory {t['peak_rss_mib']:.0f} MiB")
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(report, indent=2) + '\n')
+
+
+if __name__ == '__main__':
+  main()
