@@ -140,6 +140,14 @@ class Predictor:
       out.append(np.asarray(self._apply(self._variables, padded))[:len(chunk)])
     return np.concatenate(out) if out else np.zeros((0, fer2013.NUM_CLASSES), np.float32)
 
+  def predict_video(self, source: str | os.PathLike | int, fps: float = 5.0,
+                    smooth: float = 0.0) -> Iterator[Result]:
+    """A Result per sampled frame of a video file (or camera index) that shows faces; faces
+    carry track ids, and `smooth` seconds average each track's probabilities."""
+    from fer_flax import video  # pylint: disable=g-import-not-at-top
+    return video.predict_video(self, source if isinstance(source, int) else str(source), fps,
+                               smooth)
+
   def predict(self, image: Any) -> list[Face]:
     """The faces of one photo (a path, bytes, PIL image or array), largest first."""
     detections, crops = self.faces_of(open_image(image))

@@ -51,6 +51,12 @@ def test_frames_are_sampled_at_the_asked_rate_and_one_face_keeps_its_track(predi
   assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 15
 
 
+def test_the_predictor_api_reads_videos_too(predictor, clip):
+  results = list(predictor.predict_video(clip, fps=2, smooth=1.0))
+  assert [r.frame for r in results] == [0, 5, 10, 15, 20, 25]
+  assert all(r.faces[0].track == 0 and r.faces[0].emotion for r in results)
+
+
 def test_smoothing_averages_a_track_over_its_window():
   smoother = video.Smoother(seconds=1.0)
   first, second, third = np.eye(3)
