@@ -56,6 +56,9 @@ class _Window:
   checkpointing are left out of images/s)."""
 
   def __init__(self, step: int):
+    self._restart(step)
+
+  def _restart(self, step: int) -> None:
     self.start, self._metrics, self._seconds, self._tick = step, [], 0.0, time.perf_counter()
 
   def add(self, metrics: steps.Metrics) -> None:
@@ -72,7 +75,7 @@ class _Window:
     summary = steps.summarize(self._metrics)
     self.pause()
     summary['images_per_sec'] = (step - self.start) * batch_size / self._seconds
-    self.__init__(step)
+    self._restart(step)
     return summary
 
 
