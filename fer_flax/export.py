@@ -1,10 +1,13 @@
-"""Packs a trained checkpoint as the model shipped inside the package.
+"""Packs a trained model: as the package's own model, or for TensorFlow Serving and TFLite.
 
   python -m fer_flax.export --workdir=DIR [--step=N] [--out=fer_flax/pretrained]
+  python -m fer_flax.export (--workdir=DIR | --model=pretrained|DIR) --format=savedmodel|tflite
+      --out=DIR [--quantize=float16|int8 --data=PATH/TO/fer2013.zip]
 
-Writes `model.msgpack` (the model variables in float16, half the size) and `model.json` (the model
-config and where it came from). `fer_flax.Predictor.pretrained()` and
-`python -m fer_flax.predict --model=pretrained` load them.
+The default format, `msgpack`, writes `model.msgpack` (the model variables in float16, half the
+size) and `model.json` (the model config and where it came from), which
+`fer_flax.Predictor.pretrained()` and `python -m fer_flax.predict --model=pretrained` load. The
+other formats (`fer_flax.deploy`) run without JAX.
 """
 
 import json
@@ -80,6 +83,22 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if (FLAGS.workdir is None) == (FLAGS.model is None):
+    raise app.UsageError('give exactly one of --workdir (a training run) and --model')
+  if FLAGS.format != 'msgpack':
+    if FLAGS.out == str(PRETRAINED_DIR):
+      raise app.UsageError(f'--format={FLAGS.format} writes outside the package: give --out=DIR')
+    from fer_flax import deploy  # TensorFlow loads here.  # pylint: disable=g-import-not-at-top
+    if FLAGS.workdir:
+      config, variables, _ = workdirs.restore_variables(FLAGS.workdir, FLAGS.step)
+    else:
+      config, variables, _ = load(resolve(FLAGS.model))
+    path = deploy.export_model(config, variables, FLAGS.format, FLAGS.out, FLAGS.quantize,
+                               FLAGS.data)
+    print(f'exported {config.model.name} as {FLAGS.format} ({FLAGS.quantize}) to {path}')
+    return
+  if FLAGS.workdir is None:
+    raise app.UsageError('--format=msgpack packs a training run: give --workdir')
   info = export(FLAGS.workdir, FLAGS.out, FLAGS.step)
   print(f'exported {info["model"]["name"]} step {info["step"]} ({info["parameters"]:,} parameters, '
         f'{info["megabytes"]} MB, {info["eval_split"]} accuracy {info["eval_accuracy_float32"]}) '
@@ -88,9 +107,15 @@ def main(argv: list[str]) -> None:
 
 def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'The training run to export.')
+  flags.DEFINE_string('model', None, 'Instead of --workdir: "pretrained" or an exported folder '
+                      '(for the formats other than msgpack).')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the best.')
   flags.DEFINE_string('out', str(PRETRAINED_DIR), 'Where to write the model files.')
-  flags.mark_flag_as_required('workdir')
+  flags.DEFINE_enum('format', 'msgpack', ('msgpack', 'savedmodel', 'tflite'),
+                    'msgpack (the package\'s own), savedmodel (TF Serving) or tflite.')
+  flags.DEFINE_enum('quantize', 'none', ('none', 'float16', 'int8'),
+                    'tflite only: float16 weights, or int8 calibrated on training faces.')
+  flags.DEFINE_string('data', None, 'FER2013, for --quantize=int8\'s calibration faces.')
 
 
 if __name__ == '__main__':
