@@ -27,24 +27,32 @@ TFLITE_FILE = 'model.tflite'
 _CALIBRATION_FACES = 256
 
 
+def logits_fn(config: ml_collections.ConfigDict,
+              variables: dict[str, Any]) -> Callable[[jax.Array], jax.Array]:
+  """uint8 faces [N, 48, 48, 1] -> [N, 7] logits: the model with its preprocessing."""
+  model = models.create_model(config.model)
+  return lambda images: model.apply(variables, models.preprocess(images), train=False)
+
+
 def probabilities_fn(config: ml_collections.ConfigDict,
                      variables: dict[str, Any]) -> Callable[[jax.Array], jax.Array]:
-  """uint8 faces [N, 48, 48, 1] -> [N, 7] probabilities: the model with its preprocessing."""
-  model = models.create_model(config.model)
-  return lambda images: jax.nn.softmax(model.apply(variables, models.preprocess(images),
-                                                   train=False))
+  """uint8 faces [N, 48, 48, 1] -> [N, 7] probabilities, as the exported models give them."""
+  logits = logits_fn(config, variables)
+  return lambda images: jax.nn.softmax(logits(images))
 
 
 def _module(config: ml_collections.ConfigDict, variables: dict[str, Any]):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   size = fer2013.IMAGE_SIZE
-  converted = jax2tf.convert(probabilities_fn(config, variables),
+  # The softmax is TensorFlow's own op, which TFLite quantizes safely (a quantized division by a
+  # sum of exponentials can meet a zero).
+  converted = jax2tf.convert(logits_fn(config, variables),
                              polymorphic_shapes=[f'(b, {size}, {size}, 1)'],
                              with_gradient=False, native_serialization=False)
   module = tf.Module()
   module.serve = tf.function(
-      lambda images: {'probabilities': converted(images)}, autograph=False,
+      lambda images: {'probabilities': tf.nn.softmax(converted(images))}, autograph=False,
       input_signature=[tf.TensorSpec([None, size, size, 1], tf.uint8, name='images')])
   return module
 
@@ -85,3 +93,31 @@ def export_model(config: ml_collections.ConfigDict, variables: dict[str, Any], f
   path = out / TFLITE_FILE
   path.write_bytes(converter.convert())
   return path
+
+
+def load(path: str | pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
+  """A model this module exported, as a function of uint8 faces [N, 48, 48, 1] -> probabilities.
+
+  `path` is a SavedModel folder, a `.tflite` file, or a folder holding `model.tflite`.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  if path.is_dir() and (path / 'saved_model.pb').exists():
+    serve = tf.saved_model.load(str(path)).signatures['serving_default']
+    return lambda faces: serve(images=tf.constant(faces))['probabilities'].numpy()
+  if path.is_dir():
+    path = path / TFLITE_FILE
+  if not path.is_file():
+    raise UserError(f'{path}: no SavedModel or TFLite model here; export one with '
+                    'python -m fer_flax.export --format=savedmodel|tflite')
+  interpreter = tf.lite.Interpreter(model_path=str(path))
+  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+  def run(faces: np.ndarray) -> np.ndarray:
+    interpreter.resize_tensor_input(inp['index'], faces.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp['index'], faces)
+    interpreter.invoke()
+    return interpreter.get_tensor(out['index'])
+
+  return run

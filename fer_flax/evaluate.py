@@ -4,6 +4,7 @@
       [--tta=none|flip|tencrop] [--pipeline=tfds|memory] [--json=FILE]
   python -m fer_flax.evaluate --model=pretrained --split=public_test --data=PATH
   python -m fer_flax.evaluate --workdir=RUN1,RUN2,RUN3 --tta=flip   # an ensemble
+  python -m fer_flax.evaluate --exported=MODEL.tflite|SAVEDMODEL_DIR --data=PATH   # outside JAX
 
 Restores the best checkpoint of each workdir (by the eval accuracy recorded during training) or
 --step, with the config saved in the workdir. Several workdirs or models form an ensemble that
@@ -29,7 +30,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from fer_flax import augment, export, fer2013, inputs, models, report, steps, workdirs
+from fer_flax import augment, export, fer2013, in_memory, inputs, models, report, steps, workdirs
 from fer_flax.errors import UserError, exits_on_user_error
 from fer_flax.sharding import Batch, Parallel
 
@@ -135,6 +136,20 @@ def evaluate_ensemble(workdirs_: Sequence[str], exported: Sequence[str | pathlib
           **score(total / len(members), labels)}
 
 
+def evaluate_deployed(path: str | pathlib.Path, split: str, data: str | None,
+                      batch_size: int = 256) -> dict[str, Any]:
+  """Scores a SavedModel or TFLite model (`fer_flax.deploy`) on `split`, run by TensorFlow."""
+  from fer_flax import deploy  # TensorFlow loads here.  # pylint: disable=g-import-not-at-top
+  if not data:
+    raise UserError('an exported model carries no data path; pass --data=PATH/TO/fer2013.zip')
+  images, labels = in_memory.load_split(fer2013.Source(data), split)
+  run = deploy.load(path)
+  probs = np.concatenate([run(images[i:i + batch_size])
+                          for i in range(0, len(images), batch_size)])
+  return {'split': split, 'tta': 'none', 'step': pathlib.Path(path).name, 'model': str(path),
+          **score(probs, labels)}
+
+
 def _split_list(values: Sequence[str] | None) -> list[str]:
   """Repeated flags and comma-separated lists alike."""
   return [v for value in values or () for v in value.split(',') if v]
@@ -155,8 +170,14 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   workdirs_, models_ = _split_list(FLAGS.workdir), _split_list(FLAGS.model)
+  if FLAGS.exported:
+    result = evaluate_deployed(FLAGS.exported, FLAGS.split, FLAGS.data)
+    print(report.format_report(result))
+    if FLAGS.json:
+      epath.Path(FLAGS.json).write_text(json.dumps(result, indent=2) + '\n')
+    return
   if not workdirs_ and not models_:
-    raise app.UsageError('give --workdir (a training run) or --model (an exported model)')
+    raise app.UsageError('give --workdir (a training run), --model or --exported')
   ensemble = len(workdirs_) + len(models_) > 1
   if ensemble and FLAGS.step is not None:
     raise app.UsageError('--step picks the checkpoint of one run; an ensemble uses each run\'s best')
@@ -186,6 +207,8 @@ def _define_flags() -> None:
   flags.DEFINE_multi_string('model', None, 'Instead of, or besides, --workdir: "pretrained" (the '
                             'shipped model) or a folder written by fer_flax.export; its report '
                             'goes to ./eval/.')
+  flags.DEFINE_string('exported', None, 'A SavedModel folder or TFLite file written by '
+                      'fer_flax.export --format=...; scored by TensorFlow (needs --data).')
   flags.DEFINE_string('split', 'public_test', 'train, public_test, private_test or test.')
   flags.DEFINE_string('data', None, 'FER2013 archive, folder or CSV; default: training\'s.')
   flags.DEFINE_string('tfds_data_dir', None, 'Prepared TFDS data dir; default: training\'s.')

@@ -1,5 +1,6 @@
 """Exports that leave JAX give the JAX model's answers: SavedModel and TFLite, float and quantized."""
 
+import json
 import subprocess
 import sys
 
@@ -80,3 +81,20 @@ def test_the_cli_exports_the_shipped_model_and_asks_for_what_it_needs(model, tmp
   assert result.stderr.strip().splitlines()[-1] == (
       'fer_flax: error: --quantize=int8 calibrates on training faces; pass '
       '--data=PATH/TO/fer2013.zip')
+
+
+def test_evaluate_scores_an_exported_model_as_it_scores_the_jax_one(model, small_archive,
+                                                                    tmp_path):
+  from fer_flax import evaluate  # pylint: disable=g-import-not-at-top
+  config, variables, folder = model
+  path = deploy.export_model(config, variables, 'tflite', tmp_path / 'float')
+  out = tmp_path / 'report.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'fer_flax.evaluate', f'--exported={path}', f'--data={small_archive}',
+       f'--json={out}'], cwd=conftest.REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads(out.read_text())
+  jax_report = evaluate.evaluate_exported(folder, 'public_test', data=str(small_archive),
+                                          pipeline='memory')
+  assert report['examples'] == 28 and report['accuracy'] == jax_report['accuracy']
+  assert report['loss'] == pytest.approx(jax_report['loss'], rel=1e-4)
