@@ -9,6 +9,8 @@ takes. TensorFlow is imported here only.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pathlib
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +59,17 @@ def _module(config: ml_collections.ConfigDict, variables: dict[str, Any]):
   return module
 
 
+@contextlib.contextmanager
+def _absl_level_kept():
+  """TensorFlow's SavedModel writer sets absl's logger to WARNING; the caller's level comes back."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
 def _calibration_faces(data: str | None) -> Callable[[], Any]:
   """int8 calibration: training faces, one at a time, as the converter asks for them."""
   if not data:
@@ -80,7 +93,8 @@ def export_model(config: ml_collections.ConfigDict, variables: dict[str, Any], f
   (out / LABELS_FILE).write_text('\n'.join(fer2013.EMOTIONS) + '\n')
   module = _module(config, variables)
   saved = out if fmt == 'savedmodel' else out / 'savedmodel'
-  tf.saved_model.save(module, str(saved), signatures={'serving_default': module.serve})
+  with _absl_level_kept():
+    tf.saved_model.save(module, str(saved), signatures={'serving_default': module.serve})
   if fmt == 'savedmodel':
     return saved
   converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
