@@ -33,6 +33,10 @@ import time
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fer_flax import timing, writers  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 STEPS = ('tests', 'benchmark', 'fast', 'best', 'evaluate', 'export', 'summary')
 BENCHMARKED = ('base', 'cpu', 'best', 'fast')
 TARGET = 0.72
@@ -41,7 +45,8 @@ DEVICE_TESTS = (
     'tests/test_data_parallel.py',
     'tests/test_train.py::test_bfloat16_computes_in_bfloat16_on_float32_parameters',
     'tests/test_train.py::test_the_moving_average_follows_its_formula_and_evaluation_uses_it',
-    'tests/test_train.py::test_a_diverging_run_stops_with_one_line_naming_the_steps_and_keeps_its_good_checkpoints',
+    'tests/test_train.py::'
+    'test_a_diverging_run_stops_with_one_line_naming_the_steps_and_keeps_its_good_checkpoints',
 )
 TOY_TEST = 'tests/test_layers.py::test_sum_over_leading_axes'
 _VGG_TOY = {'model.stages': '((4,),(8,))', 'model.hidden': '(8,)', 'model.dtype': 'float32'}
@@ -148,8 +153,6 @@ def step_benchmark(runner: Runner) -> dict[str, Any]:
 
 
 def _time_to_target(workdir: pathlib.Path) -> dict[str, Any] | None:
-  sys.path.insert(0, str(REPO))
-  from fer_flax import timing, writers  # pylint: disable=g-import-not-at-top
   metrics = workdir / writers.METRICS_FILE
   if not metrics.exists():
     return None
@@ -208,7 +211,8 @@ def step_evaluate(runner: Runner) -> dict[str, Any]:
 
 
 def step_export(runner: Runner) -> dict[str, Any]:
-  scored = [(r['accuracy'], key.rsplit('-', 1)[0]) for key, r in (_json(runner, 'evaluate') or {}).items()
+  evaluated = _json(runner, 'evaluate') or {}
+  scored = [(r['accuracy'], key.rsplit('-', 1)[0]) for key, r in evaluated.items()
             if key.endswith('-none') and 'ensemble' not in key and 'accuracy' in r]
   if not scored:
     return {'skipped': 'no evaluated run; run the evaluate step first'}

@@ -1,6 +1,7 @@
 """Face detection on real photos, and prediction's throughput on a folder of them.
 
-  python benchmarks/photos.py --photos=DIR [--detectors=yunet,haar] [--throughput=1000] [--json=FILE]
+  python benchmarks/photos.py --photos=DIR [--detectors=yunet,haar] [--throughput=1000]
+      [--json=FILE]
 
 DIR holds photos and a MANIFEST.tsv whose `file` and `faces_counted` columns say how many faces
 each shows. There are no boxes to match, so a photo's detections count as found faces up to its

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from fer_flax import workdirs
+from fer_flax import deploy, workdirs  # deploy loads TensorFlow only when it exports
 from fer_flax.errors import UserError, exits_on_user_error
 
 MAX_MEGABYTES = 25.0
@@ -88,7 +88,6 @@ def main(argv: list[str]) -> None:
   if FLAGS.format != 'msgpack':
     if FLAGS.out == str(PRETRAINED_DIR):
       raise app.UsageError(f'--format={FLAGS.format} writes outside the package: give --out=DIR')
-    from fer_flax import deploy  # TensorFlow loads here.  # pylint: disable=g-import-not-at-top
     if FLAGS.workdir:
       config, variables, _ = workdirs.restore_variables(FLAGS.workdir, FLAGS.step)
     else:
@@ -111,9 +110,9 @@ def _define_flags() -> None:
                       '(for the formats other than msgpack).')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the best.')
   flags.DEFINE_string('out', str(PRETRAINED_DIR), 'Where to write the model files.')
-  flags.DEFINE_enum('format', 'msgpack', ('msgpack', 'savedmodel', 'tflite'),
+  flags.DEFINE_enum('format', 'msgpack', ('msgpack', *deploy.FORMATS),
                     'msgpack (the package\'s own), savedmodel (TF Serving) or tflite.')
-  flags.DEFINE_enum('quantize', 'none', ('none', 'float16', 'int8'),
+  flags.DEFINE_enum('quantize', 'none', deploy.QUANTIZATIONS,
                     'tflite only: float16 weights, or int8 calibrated on training faces.')
   flags.DEFINE_string('data', None, 'FER2013, for --quantize=int8\'s calibration faces.')
 

@@ -53,6 +53,15 @@ def _clamp(x: float, y: float, w: float, h: float, width: int, height: int) -> B
   return left, top, right - left, bottom - top
 
 
+def _shrunk(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+  """(a copy at most `max_side` pixels long, the scale from the image to it); detectors run on
+  it, and their boxes are divided by the scale."""
+  scale = min(1.0, max_side / max(image.shape[:2]))
+  if scale == 1.0:
+    return image, scale
+  return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+
+
 def _largest_first(detections: list[Detection]) -> list[Detection]:
   return sorted(detections, key=lambda d: -d.box[2] * d.box[3])
 
@@ -76,9 +85,7 @@ class YuNet:
   def detect(self, image: np.ndarray) -> list[Detection]:
     """Faces in an RGB or grayscale uint8 image, largest first."""
     height, width = image.shape[:2]
-    scale = min(1.0, self.input_side / max(height, width))
-    small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale,
-                                                  interpolation=cv2.INTER_AREA)
+    small, scale = _shrunk(image, self.input_side)
     small = (cv2.cvtColor(small, cv2.COLOR_GRAY2BGR) if small.ndim == 2
              else cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
     self._detector.setInputSize((small.shape[1], small.shape[0]))
@@ -109,9 +116,7 @@ class Haar:
   def detect(self, image: np.ndarray) -> list[Detection]:
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     height, width = gray.shape
-    scale = min(1.0, self._MAX_SIDE / max(height, width))
-    if scale < 1.0:
-      gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    gray, scale = _shrunk(gray, self._MAX_SIDE)
     min_side = max(int(self.min_face_size * scale), 12)
     boxes, _, weights = self._cascade.detectMultiScale3(
         cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import jax
 import ml_collections
@@ -48,29 +48,62 @@ def _check(pipeline: str) -> None:
                     'or install them')
 
 
-def _tfds_builder(config: ml_collections.ConfigDict):
-  from fer_flax import tfds_builder  # TensorFlow loads here.  # pylint: disable=g-import-not-at-top
-  return tfds_builder.prepare(config.data.path, config.data.tfds_data_dir)
-
-
 def _process() -> dict[str, int]:
   return dict(process_index=jax.process_index(), process_count=jax.process_count())
 
 
-def train_feed(config: ml_collections.ConfigDict, parallel: Parallel) -> TrainFeed:
-  """The training feed `config.data.pipeline` names, over `config.data.train_split`."""
+def _check_training(config: ml_collections.ConfigDict) -> None:
+  """The training input's settings, checked before any data is opened."""
   _check(config.data.pipeline)
-  if config.data.pipeline == 'memory':
-    source = fer2013.Source(config.data.path)
-    return in_memory.TrainFeed(*in_memory.load_split(source, config.data.train_split),
-                               config.batch_size, config.seed, config.steps_per_call, parallel)
-  if config.steps_per_call != 1:
+  if config.data.pipeline == 'tfds' and config.steps_per_call != 1:
     raise UserError(f'config.steps_per_call={config.steps_per_call} needs the in-memory input: '
                     'add --config.data.pipeline=memory, or set steps_per_call to 1')
+
+
+def _open(config: ml_collections.ConfigDict, pipeline: str):
+  """The data `pipeline` reads: a `fer2013.Source` (memory) or a prepared TFDS builder."""
+  if pipeline == 'memory':
+    return fer2013.Source(config.data.path)
+  from fer_flax import tfds_builder  # TensorFlow loads here.  # pylint: disable=g-import-not-at-top
+  return tfds_builder.prepare(config.data.path, config.data.tfds_data_dir)
+
+
+def _train_feed(config: ml_collections.ConfigDict, parallel: Parallel, data: Any) -> TrainFeed:
+  if config.data.pipeline == 'memory':
+    return in_memory.TrainFeed(*in_memory.load_split(data, config.data.train_split),
+                               config.batch_size, config.seed, config.steps_per_call, parallel)
   from fer_flax import input_pipeline  # pylint: disable=g-import-not-at-top
-  data = input_pipeline.TrainData(_tfds_builder(config), config.data.train_split,
-                                  config.batch_size, config.seed, **_process())
-  return input_pipeline.TrainFeed(data, parallel, config.data.prefetch)
+  return input_pipeline.TrainFeed(
+      input_pipeline.TrainData(data, config.data.train_split, config.batch_size, config.seed,
+                               **_process()),
+      parallel, config.data.prefetch)
+
+
+def _eval_batches(config: ml_collections.ConfigDict, parallel: Parallel, split: str,
+                  pipeline: str, data: Any) -> Iterable[Batch]:
+  if pipeline == 'memory':
+    images, labels = in_memory.load_split(data, split)
+    return in_memory.eval_batches(images, labels, config.eval_batch_size, parallel)
+  from fer_flax import input_pipeline  # pylint: disable=g-import-not-at-top
+  dataset, _ = input_pipeline.eval_data(data, split, config.eval_batch_size, **_process())
+  return input_pipeline.EvalBatches(dataset, parallel)
+
+
+def train_feed(config: ml_collections.ConfigDict, parallel: Parallel) -> TrainFeed:
+  """The training feed `config.data.pipeline` names, over `config.data.train_split`."""
+  _check_training(config)
+  return _train_feed(config, parallel, _open(config, config.data.pipeline))
+
+
+def feeds(config: ml_collections.ConfigDict,
+          parallel: Parallel) -> tuple[TrainFeed, Iterable[Batch]]:
+  """Training's feed and its evaluation batches (`config.data.eval_split`), from the data opened
+  once."""
+  _check_training(config)
+  parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
+  data = _open(config, config.data.pipeline)
+  return (_train_feed(config, parallel, data),
+          _eval_batches(config, parallel, config.data.eval_split, config.data.pipeline, data))
 
 
 def eval_pipeline(config: ml_collections.ConfigDict, requested: str | None = None) -> str:
@@ -92,12 +125,7 @@ def eval_pipeline(config: ml_collections.ConfigDict, requested: str | None = Non
 def eval_batches(config: ml_collections.ConfigDict, parallel: Parallel, split: str | None = None,
                  pipeline: str | None = None) -> Iterable[Batch]:
   """One pass over `split` (default `config.data.eval_split`) each time it is iterated."""
-  split = split or config.data.eval_split
+  pipeline = eval_pipeline(config, pipeline)
   parallel.check_batch_size(config.eval_batch_size, 'eval_batch_size')
-  if eval_pipeline(config, pipeline) == 'memory':
-    images, labels = in_memory.load_split(fer2013.Source(config.data.path), split)
-    return in_memory.eval_batches(images, labels, config.eval_batch_size, parallel)
-  from fer_flax import input_pipeline  # pylint: disable=g-import-not-at-top
-  dataset, _ = input_pipeline.eval_data(_tfds_builder(config), split, config.eval_batch_size,
-                                        **_process())
-  return input_pipeline.EvalBatches(dataset, parallel)
+  return _eval_batches(config, parallel, split or config.data.eval_split, pipeline,
+                       _open(config, pipeline))

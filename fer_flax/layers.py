@@ -30,7 +30,8 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
 
   XLA:CPU differentiates `reduce_window` with a slow `select_and_scatter`; this gradient is one
   elementwise pass that, like it, gives each window's gradient to its first maximum in row-major
-  order. Equality: tests/test_layers.py::test_max_pool_has_the_values_and_gradients_of_flax_max_pool.
+  order. Equality: tests/test_layers.py::
+  test_max_pool_has_the_values_and_gradients_of_flax_max_pool.
   """
   return _pool_windows(x).max(axis=(2, 4))
 
@@ -150,7 +151,8 @@ class BatchNorm(nn.Module):
   """`nn.BatchNorm` over all but the channel axis, with its variables and values, whose batch
   statistics and gradients XLA:CPU reduces fast (`sum_over_leading_axes`).
 
-  Equality: tests/test_layers.py::test_batch_norm_has_the_variables_values_and_gradients_of_flax_batch_norm.
+  Equality: tests/test_layers.py::
+  test_batch_norm_has_the_variables_values_and_gradients_of_flax_batch_norm.
   """
   use_running_average: bool
   momentum: float = 0.9

@@ -189,22 +189,14 @@ def _define_flags() -> None:
 def _curves() -> epath.Path:
   if not FLAGS.workdir:
     raise app.UsageError('curves needs --workdir')
-  metrics = epath.Path(FLAGS.workdir) / writers.METRICS_FILE
-  if not metrics.exists():
-    raise UserError(f'{metrics} does not exist; pass the --workdir of a training run')
   out = FLAGS.out or epath.Path(FLAGS.workdir) / 'curves.png'
-  return curves_png(writers.read_metrics(metrics), out, title=str(FLAGS.workdir))
+  return curves_png(writers.read_run_metrics(FLAGS.workdir), out, title=str(FLAGS.workdir))
 
 
 def _time() -> epath.Path:
   if not FLAGS.workdir:
     raise app.UsageError('time needs --workdir')
-  runs = {}
-  for workdir in FLAGS.workdir.split(','):
-    metrics = epath.Path(workdir) / writers.METRICS_FILE
-    if not metrics.exists():
-      raise UserError(f'{metrics} does not exist; pass the --workdir of a training run')
-    runs[workdir] = writers.read_metrics(metrics)
+  runs = {workdir: writers.read_run_metrics(workdir) for workdir in FLAGS.workdir.split(',')}
   return time_png(runs, FLAGS.out or 'time_to_accuracy.png', FLAGS.accuracy, FLAGS.split)
 
 

@@ -10,9 +10,9 @@
 Faces are found by YuNet (or OpenCV's Haar cascade), framed as FER2013 frames faces, and turned
 upright when strongly tilted (`fer_flax.faces`). Each face gets its file, box, the detector's
 score, emotion, confidence and all seven probabilities; faces are listed largest first. Videos
-and cameras (`fer_flax.video`) add the frame, its time and a track id per face. A file that cannot be
-used (not an image, truncated, no face) is reported and the rest still run; the exit status is 1
-if any file failed, 0 otherwise. From Python:
+and cameras (`fer_flax.video`) add the frame, its time and a track id per face. A file that
+cannot be used (not an image, truncated, no face) is reported and the rest still run; the exit
+status is 1 if any file failed, 0 otherwise. From Python:
 
   predictor = fer_flax.Predictor.pretrained()
   faces = predictor.predict('photo.jpg')   # or a PIL image or a numpy array
@@ -85,7 +85,6 @@ class Predictor:
                min_face_size: int = 0, batch_size: int = 64):
     self._variables = jax.device_put(variables)
     self.detect_faces = detect
-    self.detector_name = detector
     self.align = align
     self.margin = margin
     self.batch_size = batch_size
@@ -128,7 +127,8 @@ class Predictor:
       return [None], [fer2013.to_model_input(image)]
     detections = self.detect(image)
     gray = np.asarray(fer2013.grayscale(image))  # Once for all the crops.
-    return detections, [faces.crop(gray, d, self.detector_name, self.align, self.margin) for d in detections]
+    return detections, [faces.crop(gray, d, self._detector.name, self.align, self.margin)
+                        for d in detections]
 
   def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
     """[N, 7] probabilities of 48x48 uint8 faces, in fixed-size batches (one compilation)."""
@@ -194,13 +194,13 @@ def predict_files(predictor: Predictor, files: Iterable[pathlib.Path],
 
   def flush() -> Iterator[Result]:
     probabilities = iter(predictor.classify([c for _, _, _, crops in pending for c in crops]))
-    for path, image, boxes, crops in pending:
-      faces = [make_face(box, next(probabilities)) for box in boxes]
+    for path, image, detections, crops in pending:
+      found = [make_face(d, next(probabilities)) for d in detections]
       if annotate_dir is not None:
         # Crisp labels: no chroma subsampling, which smears thin coloured lines.
-        annotate(image, faces).save(_annotation_path(annotate_dir, path), quality=92,
+        annotate(image, found).save(_annotation_path(annotate_dir, path), quality=92,
                                     subsampling=0)
-      yield Result(str(path), faces)
+      yield Result(str(path), found)
 
   for path in files:
     if video.is_video(path):

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from absl import app, flags
-from etils import epath
 from jax import monitoring
 
 from fer_flax import writers
@@ -108,11 +107,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   for workdir in [w for value in FLAGS.workdir for w in value.split(',') if w]:
-    path = epath.Path(workdir) / writers.METRICS_FILE
-    if not path.exists():
-      raise UserError(f'{path} does not exist; pass the --workdir of a training run')
-    print(format_result(workdir, time_to_accuracy(writers.read_metrics(path), FLAGS.accuracy,
-                                                  FLAGS.split)))
+    print(format_result(workdir, time_to_accuracy(writers.read_run_metrics(workdir),
+                                                  FLAGS.accuracy, FLAGS.split)))
 
 
 if __name__ == '__main__':

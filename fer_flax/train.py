@@ -93,8 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdirs.check_or_save_config(config, workdir, resuming=bool(start_step))
   parallel = Parallel(cpu_compiler_options=config.cpu_compiler_options.to_dict())
   parallel.check_batch_size(config.batch_size, 'batch_size')
-  feed = inputs.train_feed(config, parallel)
-  eval_batches = inputs.eval_batches(config, parallel)
+  feed, eval_batches = inputs.feeds(config, parallel)
   steps_per_epoch = feed.steps_per_epoch
   total_steps = steps_per_epoch * config.num_epochs
   split = config.data.eval_split

@@ -17,6 +17,8 @@ from typing import Any
 from absl import logging
 from etils import epath
 
+from fer_flax.errors import UserError
+
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -29,6 +31,14 @@ def read_metrics(path: epath.PathLike) -> list[dict[str, Any]]:
     except json.JSONDecodeError:
       continue
   return records
+
+
+def read_run_metrics(workdir: epath.PathLike) -> list[dict[str, Any]]:
+  """The records of a training run's `metrics.jsonl`; a workdir without one is a UserError."""
+  path = epath.Path(workdir) / METRICS_FILE
+  if not path.exists():
+    raise UserError(f'{path} does not exist; pass the --workdir of a training run')
+  return read_metrics(path)
 
 
 def _is_local(path: epath.Path) -> bool:
@@ -76,9 +86,9 @@ class JsonlWriter:
     if self._append:
       with self._path.open('a') as f:
         f.write(''.join(json.dumps(r) + '\n' for r in self._pending))
-    else:
-      self._replace(self._records + self._pending)
-    self._records += self._pending
+    else:  # Object stores rewrite the file whole, so they keep every record.
+      self._records += self._pending
+      self._replace(self._records)
     self._pending = []
 
   def close(self) -> None:

@@ -50,8 +50,7 @@ def main_command(workdir: pathlib.Path, overrides: dict[str, object],
 
 def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
   """The steps of a workdir's finished checkpoints, in order."""
-  folder = workdir / 'checkpoints'
-  return sorted(int(p.name) for p in folder.glob('*') if p.name.isdigit()) if folder.is_dir() else []
+  return sorted(int(p.name) for p in (workdir / 'checkpoints').glob('*') if p.name.isdigit())
 
 
 def signal_when(ready: Callable[[], bool], target: subprocess.Popen, signum: int,

@@ -1,4 +1,4 @@
-"""Exports that leave JAX give the JAX model's answers: SavedModel and TFLite, float and quantized."""
+"""Exports that leave JAX give the JAX model's answers: SavedModel, TFLite float and quantized."""
 
 import json
 import subprocess
@@ -28,16 +28,6 @@ def faces(small_archive):
   return images  # 28 faces, uint8 [N, 48, 48, 1]
 
 
-def _tflite(path, images):
-  interpreter = tf.lite.Interpreter(model_path=str(path))
-  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-  interpreter.resize_tensor_input(inp['index'], images.shape)
-  interpreter.allocate_tensors()
-  interpreter.set_tensor(inp['index'], images)
-  interpreter.invoke()
-  return interpreter.get_tensor(out['index'])
-
-
 def test_savedmodel_serves_uint8_faces_and_equals_the_jax_model(model, faces, tmp_path):
   config, variables, _ = model
   expected = np.asarray(jax.jit(deploy.probabilities_fn(config, variables))(faces))
@@ -58,11 +48,11 @@ def test_tflite_equals_the_jax_model_and_quantized_ones_agree_on_the_emotion(mod
   expected = np.asarray(jax.jit(deploy.probabilities_fn(config, variables))(faces))
   path = deploy.export_model(config, variables, 'tflite', tmp_path / 'float')
   for batch in (faces, faces[:1]):
-    np.testing.assert_allclose(_tflite(path, batch), expected[:len(batch)], atol=1e-4)
+    np.testing.assert_allclose(deploy.load(path)(batch), expected[:len(batch)], atol=1e-4)
   for quantize in ('float16', 'int8'):
     path = deploy.export_model(config, variables, 'tflite', tmp_path / quantize, quantize,
                                data=str(small_archive))
-    agree = (_tflite(path, faces).argmax(-1) == expected.argmax(-1)).mean()
+    agree = (deploy.load(path)(faces).argmax(-1) == expected.argmax(-1)).mean()
     assert agree >= 0.99, quantize
 
 
