@@ -1,32 +1,43 @@
-"""Models that leave JAX: a TensorFlow SavedModel and a TFLite model, made by jax2tf.
+"""Models that leave JAX: a TensorFlow SavedModel, a TFLite model and an ONNX model.
 
 Every exported model takes uint8 faces [N, 48, 48, 1] (any N), as `predict` and the data set store
 them, and returns 7 probabilities in FER2013's label order; the preprocessing is inside the model,
-and `labels.txt` beside it names the classes. jax2tf is the JAX team's own path to TensorFlow's
-formats; it lowers the model to TensorFlow ops (not `XlaCallModule`), which the TFLite converter
-takes. TensorFlow is imported here only.
+and `labels.txt` beside it names the classes. jax2tf, the JAX team's own path to TensorFlow's
+formats, writes the SavedModel (the model as StableHLO in an `XlaCallModule` op, batch dimension
+symbolic); TensorFlow's TFLite converter turns that into TFLite ops, and tf2onnx turns the float
+TFLite model into ONNX (tf2onnx cannot read `XlaCallModule`). Batch norm is folded into the
+convolution before it first, so that the converters see convolution and bias only: the
+quantized model then rounds once a layer, not after every step of the batch norm. The
+converters are imported here only (`pip install -e '.[export]'`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pathlib
+import tempfile
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
-from fer_flax import fer2013, in_memory, models
+from fer_flax import fer2013, in_memory, layers, models
 from fer_flax.errors import UserError
 
-FORMATS = ('savedmodel', 'tflite')
-QUANTIZATIONS = ('none', 'float16', 'int8')
+FORMATS = ('savedmodel', 'tflite', 'onnx')
+QUANTIZATIONS = ('none', 'float16', 'int8', 'dynamic')
 LABELS_FILE = 'labels.txt'
 TFLITE_FILE = 'model.tflite'
+ONNX_FILE = 'model.onnx'
+ONNX_OPSET = 17
 _CALIBRATION_FACES = 256
+_INSTALL = "pip install -e '.[export]'"
 
 
 def logits_fn(config: ml_collections.ConfigDict,
@@ -43,19 +54,64 @@ def probabilities_fn(config: ml_collections.ConfigDict,
   return lambda images: jax.nn.softmax(logits(images))
 
 
-def _module(config: ml_collections.ConfigDict, variables: dict[str, Any]):
+def fold_batch_norm(variables: dict[str, Any]) -> dict[str, Any]:
+  """Variables with each `BatchNorm_i` folded into `Conv_i`, the convolution it follows.
+
+  Every zoo model names them so, in the same module; `folded_logits_fn` runs the result. The
+  kernel takes the batch norm's per-channel multiplier, and the batch norm keeps only a bias.
+  """
+  def fold(params, stats):
+    params = dict(params)
+    for name, value in params.items():
+      if name.startswith('BatchNorm_'):
+        conv = dict(params[name.replace('BatchNorm_', 'Conv_')])
+        mean, var = np.asarray(stats[name]['mean']), np.asarray(stats[name]['var'])
+        multiplier = np.asarray(value['scale']) / np.sqrt(var + layers.BatchNorm.epsilon)
+        conv['kernel'] = np.asarray(conv['kernel']) * multiplier
+        conv_bias = np.asarray(conv.pop('bias', 0.0))
+        params[name] = {'bias': np.asarray(value['bias']) + (conv_bias - mean) * multiplier}
+        params[name.replace('BatchNorm_', 'Conv_')] = conv
+      elif name in stats:
+        params[name] = fold(value, stats[name])
+    return params
+
+  return {'params': fold(variables['params'], variables.get('batch_stats', {}))}
+
+
+def _bias_only_batch_norm(next_fun, args, kwargs, context):
+  """A folded batch norm adds its bias: its statistics and scale are in the convolution."""
+  if isinstance(context.module, layers.BatchNorm) and context.method_name == '__call__':
+    (x,) = args
+    return (x + context.module.get_variable('params', 'bias')).astype(context.module.dtype)
+  return next_fun(*args, **kwargs)
+
+
+def folded_logits_fn(config: ml_collections.ConfigDict,
+                     variables: dict[str, Any]) -> Callable[[jax.Array], jax.Array]:
+  """`logits_fn` with batch norm folded: what the exported models compute."""
+  logits = logits_fn(config, fold_batch_norm(variables))
+
+  def run(images: jax.Array) -> jax.Array:
+    with nn.intercept_methods(_bias_only_batch_norm):
+      return logits(images)
+
+  return run
+
+
+def _module(config: ml_collections.ConfigDict, variables: dict[str, Any], batch: int | None):
+  """A tf.Module serving the model on [batch, 48, 48, 1] faces (any batch when None)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   size = fer2013.IMAGE_SIZE
   # The softmax is TensorFlow's own op, which TFLite quantizes safely (a quantized division by a
   # sum of exponentials can meet a zero).
-  converted = jax2tf.convert(logits_fn(config, variables),
-                             polymorphic_shapes=[f'(b, {size}, {size}, 1)'],
-                             with_gradient=False, native_serialization=False)
+  converted = jax2tf.convert(
+      folded_logits_fn(config, variables), with_gradient=False,
+      polymorphic_shapes=None if batch else [f'(b, {size}, {size}, 1)'])
   module = tf.Module()
   module.serve = tf.function(
       lambda images: {'probabilities': tf.nn.softmax(converted(images))}, autograph=False,
-      input_signature=[tf.TensorSpec([None, size, size, 1], tf.uint8, name='images')])
+      input_signature=[tf.TensorSpec([batch, size, size, 1], tf.uint8, name='images')])
   return module
 
 
@@ -79,59 +135,126 @@ def _calibration_faces(data: str | None) -> Callable[[], Any]:
   return lambda: ([face[None]] for face in chosen)
 
 
-def export_model(config: ml_collections.ConfigDict, variables: dict[str, Any], fmt: str,
-                 out: str | pathlib.Path, quantize: str = 'none',
-                 data: str | None = None) -> pathlib.Path:
-  """Writes the model in `fmt` under `out` (with `labels.txt`); returns the model's path."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if fmt not in FORMATS:
-    raise UserError(f'unknown format {fmt!r}; choose msgpack, {", ".join(FORMATS)}')
-  if quantize != 'none' and fmt != 'tflite':
-    raise UserError(f'--quantize={quantize} is for --format=tflite; {fmt} stays float32')
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / LABELS_FILE).write_text('\n'.join(fer2013.EMOTIONS) + '\n')
-  module = _module(config, variables)
-  saved = out if fmt == 'savedmodel' else out / 'savedmodel'
-  with _absl_level_kept():
-    tf.saved_model.save(module, str(saved), signatures={'serving_default': module.serve})
-  if fmt == 'savedmodel':
-    return saved
+def _import(module: str):
+  try:
+    return __import__(module, fromlist=['_'])
+  except ImportError as e:
+    raise UserError(f'{module} is not installed; the exports need it: {_INSTALL}') from e
+
+
+def _tflite(saved: pathlib.Path, path: pathlib.Path, quantize: str, data: str | None) -> None:
+  tf = _import('tensorflow')
   converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
   if quantize != 'none':
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
   if quantize == 'float16':
     converter.target_spec.supported_types = [tf.float16]
-  elif quantize == 'int8':
+  elif quantize == 'int8':  # Integers throughout, activation ranges from training faces.
     converter.representative_dataset = _calibration_faces(data)
-  path = out / TFLITE_FILE
+  # 'dynamic': int8 weights; activations quantized per batch as the model runs.
   path.write_bytes(converter.convert())
-  return path
+
+
+def _onnx(tflite: pathlib.Path, path: pathlib.Path) -> None:
+  """The float TFLite model in ONNX, its input and output named as the SavedModel names them."""
+  onnx, tf2onnx = _import('onnx'), _import('tf2onnx.convert')
+  logging.getLogger('tf2onnx').setLevel(logging.WARNING)
+  proto, _ = tf2onnx.from_tflite(str(tflite), opset=ONNX_OPSET)
+  names = {proto.graph.input[0].name: 'images', proto.graph.output[0].name: 'probabilities'}
+  for value in (*proto.graph.input, *proto.graph.output):
+    value.name = names[value.name]
+  for node in proto.graph.node:
+    node.input[:] = [names.get(n, n) for n in node.input]
+    node.output[:] = [names.get(n, n) for n in node.output]
+  onnx.helper.set_model_props(proto, {'labels': ','.join(fer2013.EMOTIONS)})
+  onnx.checker.check_model(proto)
+  onnx.save(proto, str(path))
+
+
+def export_model(config: ml_collections.ConfigDict, variables: dict[str, Any], fmt: str,
+                 out: str | pathlib.Path, quantize: str = 'none', data: str | None = None,
+                 batch: int | None = None) -> pathlib.Path:
+  """Writes the model in `fmt` under `out` (with `labels.txt`); returns the model's path.
+
+  The model takes any number of faces, or exactly `batch`: a symbolic batch leaves shape
+  arithmetic in the graph, which keeps TFLite's XNNPACK kernels off.
+  """
+  if fmt not in FORMATS:
+    raise UserError(f'unknown format {fmt!r}; choose msgpack, {", ".join(FORMATS)}')
+  if quantize != 'none' and fmt != 'tflite':
+    raise UserError(f'--quantize={quantize} is for --format=tflite; {fmt} stays float32')
+  tf = _import('tensorflow')
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / LABELS_FILE).write_text('\n'.join(fer2013.EMOTIONS) + '\n')
+  module = _module(config, variables, batch)
+  with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+    # The converters run TensorFlow's own TFLite interpreter, which warns that LiteRT replaces it.
+    warnings.filterwarnings('ignore', message='.*tf.lite.Interpreter is deprecated')
+    saved = out if fmt == 'savedmodel' else pathlib.Path(scratch) / 'savedmodel'
+    with _absl_level_kept():
+      tf.saved_model.save(module, str(saved), signatures={'serving_default': module.serve})
+    if fmt == 'savedmodel':
+      return saved
+    tflite = out / TFLITE_FILE if fmt == 'tflite' else pathlib.Path(scratch) / TFLITE_FILE
+    _tflite(saved, tflite, quantize, data)
+    if fmt == 'tflite':
+      return tflite
+    _onnx(tflite, out / ONNX_FILE)
+    return out / ONNX_FILE
+
+
+def _in_batches(run: Callable[[np.ndarray], np.ndarray],
+                batch: int | None) -> Callable[[np.ndarray], np.ndarray]:
+  """`run` on any number of faces, for a model exported with a fixed `batch` (zeros pad)."""
+  if not batch:
+    return run
+
+  def run_all(faces: np.ndarray) -> np.ndarray:
+    padded = np.concatenate([faces, np.zeros((-len(faces) % batch, *faces.shape[1:]),
+                                             faces.dtype)])
+    return np.concatenate([run(padded[i:i + batch])
+                           for i in range(0, len(padded), batch)])[:len(faces)]
+
+  return run_all
 
 
 def load(path: str | pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
   """A model this module exported, as a function of uint8 faces [N, 48, 48, 1] -> probabilities.
 
-  `path` is a SavedModel folder, a `.tflite` file, or a folder holding `model.tflite`.
+  `path` is a SavedModel folder, a `.tflite` or `.onnx` file, or a folder holding one; TensorFlow,
+  LiteRT or onnxruntime runs it (no JAX). A model exported for a fixed batch takes any N here.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(path)
   if path.is_dir() and (path / 'saved_model.pb').exists():
+    tf = _import('tensorflow')
     serve = tf.saved_model.load(str(path)).signatures['serving_default']
-    return lambda faces: serve(images=tf.constant(faces))['probabilities'].numpy()
+    batch = serve.structured_input_signature[1]['images'].shape[0]
+    return _in_batches(lambda faces: serve(images=tf.constant(faces))['probabilities'].numpy(),
+                       batch)
   if path.is_dir():
-    path = path / TFLITE_FILE
-  if not path.is_file():
-    raise UserError(f'{path}: no SavedModel or TFLite model here; export one with '
-                    'python -m fer_flax.export --format=savedmodel|tflite')
-  interpreter = tf.lite.Interpreter(model_path=str(path))
+    path = next((path / f for f in (TFLITE_FILE, ONNX_FILE) if (path / f).is_file()), path)
+  if not path.is_file() or path.suffix not in ('.tflite', '.onnx'):
+    raise UserError(f'{path}: no SavedModel, .tflite or .onnx model here; export one with '
+                    'python -m fer_flax.export --format=savedmodel|tflite|onnx')
+  if path.suffix == '.onnx':
+    session = _import('onnxruntime').InferenceSession(str(path),
+                                                      providers=['CPUExecutionProvider'])
+    batch = session.get_inputs()[0].shape[0]
+    return _in_batches(lambda faces: session.run(['probabilities'], {'images': faces})[0],
+                       batch if isinstance(batch, int) else None)
+  interpreter = _import('ai_edge_litert.interpreter').Interpreter(model_path=str(path),
+                                                                  num_threads=os.cpu_count())
   (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+  batch = int(inp['shape_signature'][0])
+  interpreter.allocate_tensors()
 
   def run(faces: np.ndarray) -> np.ndarray:
-    interpreter.resize_tensor_input(inp['index'], faces.shape)
-    interpreter.allocate_tensors()
+    if batch == -1:
+      interpreter.resize_tensor_input(inp['index'], faces.shape)
+      interpreter.allocate_tensors()
     interpreter.set_tensor(inp['index'], faces)
     interpreter.invoke()
     return interpreter.get_tensor(out['index'])
 
-  return run
+  return _in_batches(run, None if batch == -1 else batch)

@@ -4,7 +4,7 @@
       [--tta=none|flip|tencrop] [--pipeline=tfds|memory] [--json=FILE]
   python -m fer_flax.evaluate --model=pretrained --split=public_test --data=PATH
   python -m fer_flax.evaluate --workdir=RUN1,RUN2,RUN3 --tta=flip   # an ensemble
-  python -m fer_flax.evaluate --exported=MODEL.tflite|SAVEDMODEL_DIR --data=PATH   # outside JAX
+  python -m fer_flax.evaluate --exported=MODEL.tflite|MODEL.onnx|SAVEDMODEL_DIR --data=PATH  # no JAX
 
 Restores the best checkpoint of each workdir (by the eval accuracy recorded during training) or
 --step, with the config saved in the workdir. Several workdirs or models form an ensemble that
@@ -138,8 +138,9 @@ def evaluate_ensemble(workdirs_: Sequence[str], exported: Sequence[str | pathlib
 
 def evaluate_deployed(path: str | pathlib.Path, split: str, data: str | None,
                       batch_size: int = 256) -> dict[str, Any]:
-  """Scores a SavedModel or TFLite model (`fer_flax.deploy`) on `split`, run by TensorFlow."""
-  from fer_flax import deploy  # TensorFlow loads here.  # pylint: disable=g-import-not-at-top
+  """Scores a SavedModel, TFLite or ONNX model (`fer_flax.deploy`) on `split`, run by its
+  runtime (TensorFlow, LiteRT or onnxruntime)."""
+  from fer_flax import deploy  # pylint: disable=g-import-not-at-top
   if not data:
     raise UserError('an exported model carries no data path; pass --data=PATH/TO/fer2013.zip')
   images, labels = in_memory.load_split(fer2013.Source(data), split)
@@ -207,8 +208,8 @@ def _define_flags() -> None:
   flags.DEFINE_multi_string('model', None, 'Instead of, or besides, --workdir: "pretrained" (the '
                             'shipped model) or a folder written by fer_flax.export; its report '
                             'goes to ./eval/.')
-  flags.DEFINE_string('exported', None, 'A SavedModel folder or TFLite file written by '
-                      'fer_flax.export --format=...; scored by TensorFlow (needs --data).')
+  flags.DEFINE_string('exported', None, 'A SavedModel folder, .tflite or .onnx file written by '
+                      'fer_flax.export --format=...; scored without JAX (needs --data).')
   flags.DEFINE_string('split', 'public_test', 'train, public_test, private_test or test.')
   flags.DEFINE_string('data', None, 'FER2013 archive, folder or CSV; default: training\'s.')
   flags.DEFINE_string('tfds_data_dir', None, 'Prepared TFDS data dir; default: training\'s.')

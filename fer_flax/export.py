@@ -1,8 +1,9 @@
-"""Packs a trained model: as the package's own model, or for TensorFlow Serving and TFLite.
+"""Packs a trained model: as the package's own model, or for TF Serving, LiteRT and onnxruntime.
 
   python -m fer_flax.export --workdir=DIR [--step=N] [--out=fer_flax/pretrained]
-  python -m fer_flax.export (--workdir=DIR | --model=pretrained|DIR) --format=savedmodel|tflite
-      --out=DIR [--quantize=float16|int8 --data=PATH/TO/fer2013.zip]
+  python -m fer_flax.export (--workdir=DIR [--step=N] | --model=pretrained|DIR)
+      --format=savedmodel|tflite|onnx --out=DIR [--batch=N]
+      [--quantize=float16|dynamic | --quantize=int8 --data=PATH/TO/fer2013.zip]
 
 The default format, `msgpack`, writes `model.msgpack` (the model variables in float16, half the
 size) and `model.json` (the model config and where it came from), which
@@ -93,7 +94,7 @@ def main(argv: list[str]) -> None:
     else:
       config, variables, _ = load(resolve(FLAGS.model))
     path = deploy.export_model(config, variables, FLAGS.format, FLAGS.out, FLAGS.quantize,
-                               FLAGS.data)
+                               FLAGS.data, FLAGS.batch)
     print(f'exported {config.model.name} as {FLAGS.format} ({FLAGS.quantize}) to {path}')
     return
   if FLAGS.workdir is None:
@@ -111,10 +112,14 @@ def _define_flags() -> None:
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the best.')
   flags.DEFINE_string('out', str(PRETRAINED_DIR), 'Where to write the model files.')
   flags.DEFINE_enum('format', 'msgpack', ('msgpack', *deploy.FORMATS),
-                    'msgpack (the package\'s own), savedmodel (TF Serving) or tflite.')
+                    'msgpack (the package\'s own), savedmodel (TF Serving), tflite (LiteRT) or '
+                    'onnx (onnxruntime).')
   flags.DEFINE_enum('quantize', 'none', deploy.QUANTIZATIONS,
-                    'tflite only: float16 weights, or int8 calibrated on training faces.')
+                    'tflite only: float16 weights; int8 throughout, calibrated on training faces; '
+                    'or dynamic (int8 weights, activations quantized as the model runs).')
   flags.DEFINE_string('data', None, 'FER2013, for --quantize=int8\'s calibration faces.')
+  flags.DEFINE_integer('batch', None, 'Fix the number of faces a call takes (default: any); '
+                       'TFLite runs a fixed batch with its fast (XNNPACK) kernels.', lower_bound=1)
 
 
 if __name__ == '__main__':

@@ -120,6 +120,20 @@ broadcast_channels.defvjp(lambda v, shape: (jnp.broadcast_to(v, shape), None),
                           lambda shape, _, dy: (sum_over_leading_axes(dy),))
 
 
+@jax.custom_vjp
+def add_channels(x: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+  """`x` [..., C] + `v` [C], the gradient of `v` summed by `sum_over_leading_axes`.
+
+  `v` is broadcast implicitly, not to `x`'s shape, so that an exported graph holds no constant
+  the size of the batch (TFLite folds a per-channel constant into the convolution before it).
+  """
+  return x + v
+
+
+add_channels.defvjp(lambda x, v: (x + v, None),
+                    lambda _, dy: (dy, sum_over_leading_axes(dy)))
+
+
 class Conv(nn.Module):
   """`nn.Conv` for NHWC images, with its parameters (names, shapes, initialisation), whose bias and
   first-layer kernel gradients XLA:CPU computes faster.
@@ -144,7 +158,7 @@ class Conv(nn.Module):
     if not self.use_bias:
       return y
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    return y + broadcast_channels(bias.astype(self.dtype), y.shape)
+    return add_channels(y, bias.astype(self.dtype))
 
 
 class BatchNorm(nn.Module):
@@ -168,14 +182,15 @@ class BatchNorm(nn.Module):
     running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
     running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
     if self.use_running_average:
-      mean, var = running_mean.value, running_var.value
-    else:
-      x32, count = x.astype(jnp.float32), x.size // features
-      mean = sum_over_leading_axes(x32) / count
-      var = jnp.maximum(0.0, sum_over_leading_axes(x32 * x32) / count - mean * mean)
-      if not self.is_initializing():
-        running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
-        running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
+      # Nothing is differentiated here: implicit broadcasting, as in `add_channels`.
+      multiplier = jax.lax.rsqrt(running_var.value + self.epsilon) * scale
+      return ((x - running_mean.value) * multiplier + bias).astype(self.dtype)
+    x32, count = x.astype(jnp.float32), x.size // features
+    mean = sum_over_leading_axes(x32) / count
+    var = jnp.maximum(0.0, sum_over_leading_axes(x32 * x32) / count - mean * mean)
+    if not self.is_initializing():
+      running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
+      running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
     multiplier = jax.lax.rsqrt(var + self.epsilon) * scale
     y = ((x - broadcast_channels(mean, x.shape)) * broadcast_channels(multiplier, x.shape)
          + broadcast_channels(bias, x.shape))

@@ -1,15 +1,18 @@
-"""Exports that leave JAX give the JAX model's answers: SavedModel, TFLite float and quantized."""
+"""Exports that leave JAX give the JAX model's answers: SavedModel, TFLite (float and quantized),
+ONNX, and README's snippets that load them."""
 
 import json
+import re
 import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from fer_flax import deploy, export, fer2013, in_memory
+from fer_flax import deploy, export, fer2013, in_memory, models
 from tests import conftest
 
 
@@ -20,6 +23,41 @@ def model(finished_run, tmp_path_factory):
   export.export(str(finished_run[1]), out)
   config, variables, _ = export.load(out)
   return config, variables, out
+
+
+def _with_batch_norm_statistics(name: str, **fields):
+  """(config, variables) of a zoo model whose batch norms are far from the identity."""
+  config = ml_collections.ConfigDict({'model': {'name': name, **fields}})
+  variables = models.create_model(config.model).init(
+      jax.random.key(0), np.zeros((1, 48, 48, 1), np.float32), train=False)
+  rng = np.random.default_rng(0)
+  ranges = {'mean': (-0.05, 0.05), 'var': (0.5, 2.0), 'scale': (0.5, 2.0), 'bias': (-0.1, 0.1)}
+
+  def randomized(path, x):
+    if 'BatchNorm' not in jax.tree_util.keystr(path):
+      return x
+    return rng.uniform(*ranges[path[-1].key], np.shape(x)).astype(np.float32)
+
+  return config, jax.tree_util.tree_map_with_path(randomized, variables)
+
+
+@pytest.fixture(scope='module')
+def vgg():
+  return _with_batch_norm_statistics('vgg', stages=((4,), (8, 8)), hidden=(16,))
+
+
+@pytest.mark.parametrize('name,fields', [
+    ('vgg', {'stages': ((4,), (8, 8)), 'hidden': (16,)}),
+    ('resnet18', {'widths': (4, 8, 8, 8)}),
+    ('compact', {'stem_width': 4, 'widths': (8, 8), 'strides': (1, 2)}),
+    ('seed_cnn', {'features': (4, 8), 'hidden': 16}),
+])
+def test_folding_batch_norm_into_the_convolutions_keeps_every_models_answers(name, fields, faces):
+  config, variables = _with_batch_norm_statistics(name, **fields)
+  expected = jax.jit(deploy.logits_fn(config, variables))(faces)
+  folded = jax.jit(deploy.folded_logits_fn(config, variables))(faces)
+  np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-4)
+  assert not np.allclose(expected, expected[:1])  # the faces do not all give one answer
 
 
 @pytest.fixture(scope='module')
@@ -49,11 +87,49 @@ def test_tflite_equals_the_jax_model_and_quantized_ones_agree_on_the_emotion(mod
   path = deploy.export_model(config, variables, 'tflite', tmp_path / 'float')
   for batch in (faces, faces[:1]):
     np.testing.assert_allclose(deploy.load(path)(batch), expected[:len(batch)], atol=1e-4)
-  for quantize in ('float16', 'int8'):
+  path = deploy.export_model(config, variables, 'tflite', tmp_path / 'batch_8', batch=8)
+  np.testing.assert_allclose(deploy.load(path)(faces), expected, atol=1e-4)  # 28 = 3 x 8 + 4
+  for quantize in ('float16', 'int8', 'dynamic'):
     path = deploy.export_model(config, variables, 'tflite', tmp_path / quantize, quantize,
                                data=str(small_archive))
     agree = (deploy.load(path)(faces).argmax(-1) == expected.argmax(-1)).mean()
     assert agree >= 0.99, quantize
+
+
+def test_onnx_names_its_input_and_output_and_equals_the_jax_model(model, vgg, faces, tmp_path):
+  import onnx  # pylint: disable=g-import-not-at-top
+  for name, (config, variables) in {'seed_cnn': model[:2], 'vgg': vgg}.items():
+    expected = np.asarray(jax.jit(deploy.probabilities_fn(config, variables))(faces))
+    path = deploy.export_model(config, variables, 'onnx', tmp_path / name)
+    for batch in (faces, faces[:1]):
+      np.testing.assert_allclose(deploy.load(path)(batch), expected[:len(batch)], atol=1e-4)
+  proto = onnx.load(str(path))
+  (inp,), (out,) = proto.graph.input, proto.graph.output
+  assert (inp.name, out.name) == ('images', 'probabilities')
+  assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+  assert [d.dim_value for d in inp.type.tensor_type.shape.dim][1:] == [48, 48, 1]
+  assert {p.key: p.value for p in proto.metadata_props}['labels'] == ','.join(fer2013.EMOTIONS)
+
+
+def _readme_snippets() -> list[str]:
+  """The Python blocks of README's "Deploy outside JAX" section."""
+  readme = (conftest.REPO / 'README.md').read_text()
+  section = readme.split('## Deploy outside JAX')[1].split('\n## ')[0]
+  return re.findall(r'```python\n(.*?)```', section, re.S)
+
+
+def test_readmes_deploy_snippets_run_and_give_the_jax_models_answers(model, faces, tmp_path):
+  config, variables, _ = model
+  expected = np.asarray(jax.jit(deploy.probabilities_fn(config, variables))(faces))
+  for fmt in deploy.FORMATS:
+    deploy.export_model(config, variables, fmt, tmp_path / f'fer_{fmt}')
+  snippets = _readme_snippets()
+  assert len(snippets) == 3
+  for snippet in snippets:
+    namespace = {'faces': faces}
+    exec(snippet.replace('/tmp/', f'{tmp_path}/'), namespace)  # pylint: disable=exec-used
+    np.testing.assert_allclose(namespace['probabilities'], expected, atol=1e-4)
+    assert namespace['emotions'] == [fer2013.EMOTIONS[i] for i in expected.argmax(-1)]
 
 
 def test_the_cli_exports_the_shipped_model_and_asks_for_what_it_needs(model, tmp_path):
