@@ -59,6 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 64           # global, across all devices and processes
   config.eval_batch_size = 256
   config.num_epochs = 20
+  # Minutes from the command's start; >0 sizes num_epochs (and the warm-up) to fit them, from the
+  # measured speed of the first steps (fer_flax/budget.py). 0: train num_epochs.
+  config.time_budget_minutes = 0.0
   config.steps_per_call = 1        # memory input: train steps per compiled call (one host trip)
 
   # XLA options for compiling the steps on CPUs (ignored elsewhere): YNNPACK's kernels off, which

@@ -2,8 +2,9 @@
 
 The shared recipe (`recipe.py`) on a narrow VGG that spends its convolutions at 24x24 and below,
 where XLA:CPU is fastest, on a one-cycle schedule. The split stays in memory (no tf.data workers
-competing for the 2 cores), 10 steps per call. Sized to the budget: 30 epochs at about 270
-images/s (about 57 minutes).
+competing for the 2 cores), 10 steps per call. Sized by the clock: as many epochs as fit in 58
+minutes at the speed its first steps measure (`fer_flax/budget.py`; 30 at 270 images/s, about
+46 at 430), the warm-up a quarter of them; `--config.time_budget_minutes=0` trains `num_epochs`.
 
   python -m fer_flax.main --config=configs/cpu.py --workdir=DIR --config.data.path=fer2013.zip
 """
@@ -22,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.ema_decay = 0.998
   config.batch_size = 64
-  config.num_epochs = 30
+  config.time_budget_minutes = 58.0
+  config.num_epochs = 30  # with the budget, only the warm-up's share: 7.5 / 30
   config.steps_per_call = 10
   return config

@@ -11,7 +11,8 @@ import jax
 import ml_collections
 from absl import logging
 
-from fer_flax import evaluate, inputs, models, optim, preemption, steps, timing, workdirs, writers
+from fer_flax import (budget, evaluate, inputs, models, optim, preemption, steps, timing,
+                      workdirs, writers)
 from fer_flax.errors import UserError
 from fer_flax.sharding import Parallel
 
@@ -90,10 +91,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdir = workdirs.workdir_path(workdir)
   checkpoints = workdirs.Checkpoints(workdir, config)
   start_step = checkpoints.latest_step()
-  workdirs.check_or_save_config(config, workdir, resuming=bool(start_step))
   parallel = Parallel(cpu_compiler_options=config.cpu_compiler_options.to_dict())
   parallel.check_batch_size(config.batch_size, 'batch_size')
   feed, eval_batches = inputs.feeds(config, parallel)
+  config = budget.fit(config, workdir, bool(start_step), parallel, feed, eval_batches,
+                      clock.elapsed())
+  workdirs.check_or_save_config(config, workdir, resuming=bool(start_step))
   steps_per_epoch = feed.steps_per_epoch
   total_steps = steps_per_epoch * config.num_epochs
   split = config.data.eval_split

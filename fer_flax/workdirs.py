@@ -23,7 +23,8 @@ CHECKPOINT_DIR = 'checkpoints'
 _RELOCATABLE_FIELDS = ('data.path', 'data.tfds_data_dir', 'data.prefetch', 'steps_per_call',
                        'cpu_compiler_options.', 'distributed.')
 # Fields added after runs were made with configs that lack them, and the value those runs used.
-_ADDED_FIELDS = {'data.pipeline': 'tfds', 'optimizer.reference_batch_size': 0}
+_ADDED_FIELDS = {'data.pipeline': 'tfds', 'optimizer.reference_batch_size': 0,
+                 'time_budget_minutes': 0.0}
 
 
 def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:

@@ -1,0 +1,94 @@
+"""Runs sized by a time budget: as many epochs as fit, from the measured speed of the first steps.
+
+With `config.time_budget_minutes`, a new run times a few compiled calls of its own train step and
+one evaluation of its split on a throwaway state, then sets `num_epochs` to what fits in the
+budget (counted from the command's start), and scales `optimizer.warmup_epochs` with it, so the
+schedule keeps its shape on slower and faster machines. The sized config is what `config.json`
+keeps; a resumed run takes its epochs from there instead of measuring again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from fer_flax import evaluate, models, optim, steps, workdirs
+from fer_flax.sharding import Parallel
+
+# Checkpoint saves, the last wait and timing noise, as a share of the budget.
+RESERVE = 0.03
+_TIMED_CALLS = 3
+
+
+def epochs_that_fit(budget_seconds: float, elapsed_seconds: float, compile_seconds: float,
+                    epoch_seconds: float) -> int:
+  """Whole epochs (at least one) that fit in what is left of the budget after a recompile."""
+  left = budget_seconds * (1 - RESERVE) - elapsed_seconds - compile_seconds
+  return max(1, math.floor(left / epoch_seconds))
+
+
+def _seconds_per_epoch(config: ml_collections.ConfigDict, parallel: Parallel, feed: Any,
+                       eval_batches: Any) -> tuple[float, float]:
+  """(seconds an epoch of training and its evaluation take, seconds the first call compiled)."""
+  model = models.create_model(config.model)
+  total_steps = feed.steps_per_epoch * config.num_epochs
+  schedule = optim.create_learning_rate_schedule(config, feed.steps_per_epoch, total_steps)
+  init_rng, rng = parallel.replicate(lambda: tuple(jax.random.split(jax.random.key(config.seed))))
+  state = steps.create_train_state(model, optim.create_optimizer(config, schedule), init_rng,
+                                   parallel, ema=bool(config.ema_decay))
+  train_step = steps.compile_train_steps(config, parallel)
+  calls = iter(feed.batches(0, total_steps))
+  tic = time.perf_counter()
+  state, metrics = train_step(state, next(calls), rng)
+  jax.block_until_ready(metrics)
+  first_call = time.perf_counter() - tic
+  tic, step_count, timed_calls = time.perf_counter(), 0, 0
+  for batches in itertools.islice(calls, _TIMED_CALLS):
+    state, metrics = train_step(state, batches, rng)
+    step_count, timed_calls = step_count + batches['label'].shape[0], timed_calls + 1
+  jax.block_until_ready(metrics)
+  if timed_calls:
+    call_seconds = (time.perf_counter() - tic) / timed_calls
+    seconds_per_step = call_seconds * timed_calls / step_count
+  else:  # A run of one call: its time, compilation included, is all there is to go by.
+    call_seconds, seconds_per_step = first_call, first_call / config.steps_per_call
+  eval_step = steps.compile_eval_step(model.apply, parallel)
+  evaluate.predictions(eval_step, state.variables(), eval_batches)  # compiles
+  tic = time.perf_counter()
+  evaluate.predictions(eval_step, state.variables(), eval_batches)
+  eval_seconds = time.perf_counter() - tic
+  return seconds_per_step * feed.steps_per_epoch + eval_seconds, first_call - call_seconds
+
+
+def fit(config: ml_collections.ConfigDict, workdir: Any, resuming: bool, parallel: Parallel,
+        feed: Any, eval_batches: Any, elapsed_seconds: float) -> ml_collections.ConfigDict:
+  """`config` with `num_epochs` (and the warm-up) sized to `config.time_budget_minutes`."""
+  if not config.time_budget_minutes:
+    return config
+  sized = ml_collections.ConfigDict(config.to_dict())
+  if resuming:
+    saved = workdirs.load_config(workdir)
+    sized.num_epochs = saved.num_epochs
+    sized.optimizer.warmup_epochs = saved.optimizer.warmup_epochs
+    return sized
+  tic = time.perf_counter()
+  epoch_seconds, compile_seconds = _seconds_per_epoch(config, parallel, feed, eval_batches)
+  elapsed_seconds += time.perf_counter() - tic
+  epochs = epochs_that_fit(60 * config.time_budget_minutes, elapsed_seconds, compile_seconds,
+                           epoch_seconds)
+  # Every process trains for process 0's count (their clocks differ a little).
+  epochs = int(multihost_utils.broadcast_one_to_all(np.int32(epochs)))
+  sized.num_epochs = epochs
+  sized.optimizer.warmup_epochs = config.optimizer.warmup_epochs * epochs / config.num_epochs
+  logging.info('time budget %g min: an epoch takes %.1f s (training and evaluation), %.1f s '
+               'gone; %d epochs fit (warm-up %.2f epochs)', config.time_budget_minutes,
+               epoch_seconds, elapsed_seconds, epochs, sized.optimizer.warmup_epochs)
+  return sized
