@@ -41,9 +41,7 @@ def _seconds_per_epoch(config: ml_collections.ConfigDict, parallel: Parallel, fe
   model = models.create_model(config.model)
   total_steps = feed.steps_per_epoch * config.num_epochs
   schedule = optim.create_learning_rate_schedule(config, feed.steps_per_epoch, total_steps)
-  init_rng, rng = parallel.replicate(lambda: tuple(jax.random.split(jax.random.key(config.seed))))
-  state = steps.create_train_state(model, optim.create_optimizer(config, schedule), init_rng,
-                                   parallel, ema=bool(config.ema_decay))
+  state, rng = steps.initial_state(config, model, schedule, parallel)
   train_step = steps.compile_train_steps(config, parallel)
   calls = iter(feed.batches(0, total_steps))
   tic = time.perf_counter()
@@ -73,7 +71,7 @@ def fit(config: ml_collections.ConfigDict, workdir: Any, resuming: bool, paralle
   """`config` with `num_epochs` (and the warm-up) sized to `config.time_budget_minutes`."""
   if not config.time_budget_minutes:
     return config
-  sized = ml_collections.ConfigDict(config.to_dict())
+  sized = config.copy_and_resolve_references()
   if resuming:
     saved = workdirs.load_config(workdir)
     sized.num_epochs = saved.num_epochs

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from fer_flax import augment, fer2013, models
+from fer_flax import augment, fer2013, models, optim
 from fer_flax.sharding import Batch, Parallel
 
 Metrics = dict[str, jax.Array]
@@ -48,6 +48,16 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, rng: jax.Ar
                              ema=jax.tree.map(jnp.copy, variables) if ema else {})
 
   return parallel.jit(init, out_shardings=parallel.replicated)(rng)
+
+
+def initial_state(config: ml_collections.ConfigDict, model: Any, schedule: optax.Schedule,
+                  parallel: Parallel) -> tuple[TrainState, jax.Array]:
+  """A run's first state and the key its steps draw from, both from `config.seed`: what training
+  starts from, and what `budget` times."""
+  init_rng, rng = parallel.replicate(lambda: tuple(jax.random.split(jax.random.key(config.seed))))
+  state = create_train_state(model, optim.create_optimizer(config, schedule), init_rng, parallel,
+                             ema=bool(config.ema_decay))
+  return state, rng
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,

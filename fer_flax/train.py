@@ -103,9 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   model = models.create_model(config.model)
   schedule = optim.create_learning_rate_schedule(config, steps_per_epoch, total_steps)
-  init_rng, rng = parallel.replicate(lambda: tuple(jax.random.split(jax.random.key(config.seed))))
-  state = steps.create_train_state(model, optim.create_optimizer(config, schedule), init_rng,
-                                   parallel, ema=bool(config.ema_decay))
+  state, rng = steps.initial_state(config, model, schedule, parallel)
   if start_step:
     state = checkpoints.restore(state, start_step)
   if start_step >= total_steps:
