@@ -1,12 +1,13 @@
 """How photos' faces should be cropped to look like FER2013's, and what detect -> crop costs.
 
-  python benchmarks/face_crops.py --data=PATH/TO/fer2013.zip [--calibrate=2000] [--faces=0]
+  python benchmarks/face_crops.py --data=PATH/TO/fer2013.zip [--calibrate=4000] [--faces=0]
       [--model=pretrained] [--detector=yunet|haar] [--tilt=DEGREES] [--json=FILE]
 
 FER2013 faces are pasted, enlarged 2-5x, at random places into larger noisy images, as faces sit in
 photos. Then:
 1. On `--calibrate` training faces: each detector's boxes are mapped back into the 48x48 frame;
-   their medians give `fer_flax.faces.BOX_FRAMING`.
+   their medians give `fer_flax.faces.BOX_FRAMING`, and a least-squares fit of the frame from
+   YuNet's box and landmarks gives `fer_flax.faces.LANDMARK_FRAMING`.
 2. On `public_test` (all of it, or a random `--faces`), turned by up to `--tilt` degrees: the
    detector's recall, and the model's accuracy on the faces it found, as stored against their
    crops: exact (the resampling alone), by detect -> align -> crop, and by the box alone, with the
@@ -63,19 +64,33 @@ def _found(detections: list[faces.Detection], scale: float, offset: np.ndarray):
 
 
 def calibrate(images: np.ndarray, rng: np.random.Generator) -> dict:
-  """Each detector's BOX_FRAMING: the median square that maps its boxes onto the 48x48 frame."""
+  """The framing constants of `fer_flax.faces`: for each detector, the median square that maps its
+  boxes onto the 48x48 frame (BOX_FRAMING); for YuNet, the least-squares map from its box and
+  landmarks to that frame (LANDMARK_FRAMING)."""
   detectors = {'yunet': faces.YuNet(), 'haar': faces.Haar()}
   framing = {name: [] for name in detectors}
+  features, targets = [], []
   for face in images:
     canvas, scale, offset, _ = paste(face, rng)
     for name, detector in detectors.items():
       d = _found(detector.detect(canvas), scale, offset)
-      if d is not None:
-        y, h = (d.box[1] - offset[1]) / scale, d.box[3] / scale
-        framing[name].append((48 / h, (24 - (y + h / 2)) / h))
+      if d is None:
+        continue
+      x, y = (np.array(d.box[:2]) - offset) / scale
+      w, h = d.box[2] / scale, d.box[3] / scale
+      framing[name].append((48 / h, (24 - (y + h / 2)) / h))
+      if d.landmarks is not None:
+        angle = faces.eye_tilt(d.landmarks)
+        angle = angle if abs(np.degrees(angle)) > faces.ALIGN_MIN_DEGREES else 0.0
+        cos, sin = np.cos(angle), np.sin(angle)
+        to_centre = np.array([24 - (x + w / 2), 24 - (y + h / 2)]) / h
+        features.append(faces.landmark_features(d, angle))
+        targets.append([*(to_centre @ [[cos, -sin], [sin, cos]]), 48 / h])
+  landmark_framing, *_ = np.linalg.lstsq(np.array(features), np.array(targets), rcond=None)
   return {'faces': len(images),
           'box_framing': {name: [round(float(v), 3) for v in np.median(values, 0)]
                           for name, values in framing.items()},
+          'landmark_framing': np.round(landmark_framing, 4).tolist(),
           'found': {name: len(values) for name, values in framing.items()}}
 
 
@@ -112,7 +127,7 @@ def evaluate(images: np.ndarray, labels: np.ndarray, predictor: predict.Predicto
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--data', required=True)
-  parser.add_argument('--calibrate', type=int, default=2000,
+  parser.add_argument('--calibrate', type=int, default=4000,
                       help='Training faces for the framing constants; 0 skips it.')
   parser.add_argument('--faces', type=int, default=0, help='public_test faces; 0: all.')
   parser.add_argument('--model', default='pretrained')

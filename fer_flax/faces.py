@@ -2,8 +2,9 @@
 
 Two detectors: YuNet (the default; shipped in `fer_flax/detectors/` with its licence), which also
 gives five landmarks and a score, and OpenCV's Haar cascade (`haar`), the former default. A crop is
-framed from the box the way FER2013 frames its faces, and turned upright when YuNet's eye
-landmarks show a strong tilt. The constants below were measured by `benchmarks/face_crops.py`
+framed the way FER2013 frames its faces, from YuNet's box and landmarks (from the box alone for
+Haar, or without alignment), and turned upright when YuNet's eye landmarks show a strong tilt. The
+constants below were measured by `benchmarks/face_crops.py`
 (README, "Predict"), which pastes FER2013 faces into larger images, detects them, and compares the
 crops with the faces as stored.
 """
@@ -24,9 +25,27 @@ DETECTORS = ('yunet', 'haar')
 YUNET_MODEL = pathlib.Path(__file__).parent / 'detectors' / 'face_detection_yunet_2023mar.onnx'
 
 # The square crop around a box that frames a face as FER2013 does: its side and the shift of its
-# centre, in box heights, per detector (their boxes frame faces differently). Medians over 800
+# centre, in box heights, per detector (their boxes frame faces differently). Medians over
 # training faces pasted into larger images: benchmarks/face_crops.py.
-BOX_FRAMING = {'yunet': (0.963, -0.019), 'haar': (1.039, 0.004)}
+BOX_FRAMING = {'yunet': (0.975, -0.018), 'haar': (1.037, 0.003)}
+# With YuNet's landmarks: landmark_features(detection) @ LANDMARK_FRAMING is the frame's centre
+# (x, y, from the box's centre, in box heights, in the levelled frame) and side (in box heights),
+# fitted by least squares on the same pasted training faces; it frames public_test faces closer
+# to FER2013's own framing than the box alone (README, Predict).
+LANDMARK_FRAMING = np.array([  # columns: centre x, centre y, side
+    [0.0779, -0.1127, 1.4935],  # 1
+    [0.0165, 0.0069, 1.0086],  # w/h
+    [0.0924, 0.6654, -1.7528],  # right eye x
+    [-0.7350, 0.3259, -0.3212],  # right eye y
+    [-0.4908, -0.3265, -1.3867],  # left eye x
+    [0.7063, -0.1054, 1.4288],  # left eye y
+    [0.2291, 0.0111, 1.5413],  # nose x
+    [0.0383, -0.3171, 0.6021],  # nose y
+    [-0.0615, -0.7181, 1.6235],  # right mouth x
+    [0.4304, 0.5501, -2.5078],  # right mouth y
+    [0.1591, 0.3950, -1.3171],  # left mouth x
+    [-0.5274, 0.1206, -0.9312],  # left mouth y
+])
 # Alignment turns a face upright only when its eyes tilt more than this: FER2013's own faces tilt a
 # little, and levelling those cost accuracy, while levelling strongly tilted ones gained
 # (benchmarks/face_crops.py --tilt).
@@ -156,6 +175,26 @@ def _framing(box: Box, detector: str) -> tuple[np.ndarray, float]:
   return np.array([x + w / 2, y + h / 2 + shift * h]), side_ratio * h
 
 
+def landmark_features(detection: Detection, angle: float) -> np.ndarray:
+  """LANDMARK_FRAMING's inputs: 1, the box's width / height, and the five landmarks relative to
+  the box's centre, in box heights, turned by -`angle` (so that levelled eyes are level)."""
+  x, y, w, h = detection.box
+  cos, sin = np.cos(angle), np.sin(angle)
+  points = (np.asarray(detection.landmarks) - [x + w / 2, y + h / 2]) @ [[cos, -sin], [sin, cos]]
+  return np.concatenate([[1.0, w / h], points.ravel() / h])
+
+
+def _landmark_framing(detection: Detection, angle: float) -> tuple[np.ndarray, float]:
+  """(centre, side) of the square, turned by `angle`, that frames the face as FER2013 does."""
+  x, y, w, h = detection.box
+  dx, dy, side = landmark_features(detection, angle) @ LANDMARK_FRAMING
+  # Bounds far outside what the fit saw (about 1 +- 0.1 box heights): a profile's landmarks are.
+  dx, dy, side = np.clip(dx, -0.3, 0.3), np.clip(dy, -0.3, 0.3), np.clip(side, 0.7, 1.4)
+  cos, sin = np.cos(angle), np.sin(angle)
+  return np.array([x + w / 2, y + h / 2]) + h * np.array([cos * dx - sin * dy,
+                                                          sin * dx + cos * dy]), side * h
+
+
 def eye_tilt(landmarks: tuple[tuple[float, float], ...]) -> float:
   """The angle (radians) of the line from the right eye to the left eye; 0 when level."""
   (rx, ry), (lx, ly) = landmarks[:2]
@@ -164,18 +203,22 @@ def eye_tilt(landmarks: tuple[tuple[float, float], ...]) -> float:
 
 def crop(gray: np.ndarray, detection: Detection, detector: str, align: bool = True,
          margin: float = 0.0) -> np.ndarray:
-  """The 48x48 uint8 face the model takes, framed from the box as FER2013 frames faces.
+  """The 48x48 uint8 face the model takes, framed as FER2013 frames faces.
 
-  With `align` and landmarks, a face whose eyes tilt more than ALIGN_MIN_DEGREES is turned upright
-  about the frame's centre. `margin` widens the frame by that fraction of it on each side.
+  With `align` and landmarks, the frame comes from the box and landmarks (LANDMARK_FRAMING), and a
+  face whose eyes tilt more than ALIGN_MIN_DEGREES is turned upright about the frame's centre;
+  otherwise from the box alone (BOX_FRAMING). `margin` widens the frame by that fraction of it on
+  each side.
   """
-  centre, side = _framing(detection.box, detector)
-  side *= 1 + 2 * margin
   angle = 0.0
   if align and detection.landmarks is not None:
     angle = eye_tilt(detection.landmarks)
     if abs(np.degrees(angle)) <= ALIGN_MIN_DEGREES:
       angle = 0.0
+    centre, side = _landmark_framing(detection, angle)
+  else:
+    centre, side = _framing(detection.box, detector)
+  side *= 1 + 2 * margin
   scale = fer2013.IMAGE_SIZE / side
   cos, sin = scale * np.cos(-angle), scale * np.sin(-angle)
   rotation = np.array([[cos, -sin], [sin, cos]])
