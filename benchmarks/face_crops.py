@@ -80,12 +80,10 @@ def calibrate(images: np.ndarray, rng: np.random.Generator) -> dict:
       w, h = d.box[2] / scale, d.box[3] / scale
       framing[name].append((48 / h, (24 - (y + h / 2)) / h))
       if d.landmarks is not None:
-        angle = faces.eye_tilt(d.landmarks)
-        angle = angle if abs(np.degrees(angle)) > faces.ALIGN_MIN_DEGREES else 0.0
-        cos, sin = np.cos(angle), np.sin(angle)
+        angle = faces.levelling_angle(d.landmarks)
         to_centre = np.array([24 - (x + w / 2), 24 - (y + h / 2)]) / h
         features.append(faces.landmark_features(d, angle))
-        targets.append([*(to_centre @ [[cos, -sin], [sin, cos]]), 48 / h])
+        targets.append([*faces.levelled(to_centre, angle), 48 / h])
   landmark_framing, *_ = np.linalg.lstsq(np.array(features), np.array(targets), rcond=None)
   return {'faces': len(images),
           'box_framing': {name: [round(float(v), 3) for v in np.median(values, 0)]

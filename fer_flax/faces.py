@@ -179,8 +179,7 @@ def landmark_features(detection: Detection, angle: float) -> np.ndarray:
   """LANDMARK_FRAMING's inputs: 1, the box's width / height, and the five landmarks relative to
   the box's centre, in box heights, turned by -`angle` (so that levelled eyes are level)."""
   x, y, w, h = detection.box
-  cos, sin = np.cos(angle), np.sin(angle)
-  points = (np.asarray(detection.landmarks) - [x + w / 2, y + h / 2]) @ [[cos, -sin], [sin, cos]]
+  points = levelled(np.asarray(detection.landmarks) - [x + w / 2, y + h / 2], angle)
   return np.concatenate([[1.0, w / h], points.ravel() / h])
 
 
@@ -190,9 +189,19 @@ def _landmark_framing(detection: Detection, angle: float) -> tuple[np.ndarray, f
   dx, dy, side = landmark_features(detection, angle) @ LANDMARK_FRAMING
   # Bounds far outside what the fit saw (about 1 +- 0.1 box heights): a profile's landmarks are.
   dx, dy, side = np.clip(dx, -0.3, 0.3), np.clip(dy, -0.3, 0.3), np.clip(side, 0.7, 1.4)
+  return np.array([x + w / 2, y + h / 2]) + h * levelled([dx, dy], -angle), side * h
+
+
+def levelling_angle(landmarks: tuple[tuple[float, float], ...]) -> float:
+  """The eyes' tilt (radians) that alignment undoes: 0 under ALIGN_MIN_DEGREES."""
+  angle = eye_tilt(landmarks)
+  return angle if abs(np.degrees(angle)) > ALIGN_MIN_DEGREES else 0.0
+
+
+def levelled(vectors: np.ndarray, angle: float) -> np.ndarray:
+  """[..., 2] vectors turned by -`angle`: in the frame where eyes tilted by `angle` are level."""
   cos, sin = np.cos(angle), np.sin(angle)
-  return np.array([x + w / 2, y + h / 2]) + h * np.array([cos * dx - sin * dy,
-                                                          sin * dx + cos * dy]), side * h
+  return np.asarray(vectors) @ np.array([[cos, -sin], [sin, cos]])
 
 
 def eye_tilt(landmarks: tuple[tuple[float, float], ...]) -> float:
@@ -212,9 +221,7 @@ def crop(gray: np.ndarray, detection: Detection, detector: str, align: bool = Tr
   """
   angle = 0.0
   if align and detection.landmarks is not None:
-    angle = eye_tilt(detection.landmarks)
-    if abs(np.degrees(angle)) <= ALIGN_MIN_DEGREES:
-      angle = 0.0
+    angle = levelling_angle(detection.landmarks)
     centre, side = _landmark_framing(detection, angle)
   else:
     centre, side = _framing(detection.box, detector)

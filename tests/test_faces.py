@@ -77,7 +77,12 @@ def test_a_box_framed_as_measured_gives_back_the_face_and_alignment_turns_it_upr
   aligned = faces.crop(_pasted(face, 20), tilted, 'yunet')
   unaligned = faces.crop(_pasted(face, 20), tilted, 'yunet', align=False)
   assert np.abs(aligned.astype(int) - by_landmarks).mean() < 4
-  assert np.abs(unaligned.astype(int) - face).mean() > 2 * np.abs(aligned.astype(int) - by_landmarks).mean()
+  assert (np.abs(unaligned.astype(int) - face).mean()
+          > 2 * np.abs(aligned.astype(int) - by_landmarks).mean())
+  slight = tuple(tuple(cv2.getRotationMatrix2D((216, 196), 5, 1.0) @ [x, y, 1])
+                 for x, y in upright.landmarks)
+  assert faces.levelling_angle(slight) == 0.0  # under 8 degrees: not turned
+  assert faces.levelling_angle(tilted.landmarks) == faces.eye_tilt(tilted.landmarks)
 
 
 def test_landmarks_frame_a_real_face_within_the_fits_range():
