@@ -4,7 +4,7 @@
       [--split=public_test] [--out=DIR] [--json=FILE]
 
 Exports the model in each format (`fer_flax.deploy`: SavedModel, ONNX, TFLite float32 / float16 /
-int8 / dynamic, the TFLite ones also for a fixed batch of 1), scores each file on `--split` through `fer_flax.deploy.load` (TensorFlow, LiteRT,
+int8 / dynamic), scores each file on `--split` through `fer_flax.deploy.load` (TensorFlow, LiteRT,
 onnxruntime; no JAX) and counts the faces whose emotion (arg-max) equals the JAX model's. Latency is
 ms per face at batch 1 and batch 64: the median over repeated calls (at least 20 and 2 s) after
 3 warm-up calls, on faces of the split, each model alone in a fresh process (the runtimes' idle
@@ -28,10 +28,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from fer_flax import deploy, export, fer2013, in_memory, workdirs  # pylint: disable=g-import-not-at-top
 
-# (format, quantization, fixed batch or None for any)
-VARIANTS = (('savedmodel', 'none', None), ('onnx', 'none', None), ('tflite', 'none', None),
-            ('tflite', 'float16', None), ('tflite', 'int8', None), ('tflite', 'dynamic', None),
-            ('tflite', 'none', 1), ('tflite', 'int8', 1), ('tflite', 'dynamic', 1))
+# (format, quantization), each taking any number of faces
+VARIANTS = (('savedmodel', 'none'), ('onnx', 'none'), ('tflite', 'none'), ('tflite', 'float16'),
+            ('tflite', 'int8'), ('tflite', 'dynamic'))
 
 
 def latency_ms(run: Callable[[np.ndarray], np.ndarray], faces: np.ndarray) -> float:
@@ -106,11 +105,11 @@ def main() -> None:
     out = pathlib.Path(args.out or scratch)
     reference = out / 'jax_emotions.npy'
     np.save(reference, np.asarray(rows[0].pop('predicted')))
-    for fmt, quantize, batch in VARIANTS:
-      name = f'{fmt} {quantize}' + (f' batch={batch}' if batch else '')
+    for fmt, quantize in VARIANTS:
+      name = f'{fmt} {quantize}'
       tic = time.perf_counter()
       path = deploy.export_model(config, variables, fmt, out / name.replace(' ', '_'), quantize,
-                                 data=args.data, batch=batch)
+                                 data=args.data)
       seconds = time.perf_counter() - tic
       row = {'model': name, **measured(str(path), reference), 'megabytes': size_mb(path),
              'export_seconds': seconds}

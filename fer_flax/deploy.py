@@ -4,8 +4,9 @@ Every exported model takes uint8 faces [N, 48, 48, 1] (any N), as `predict` and 
 them, and returns 7 probabilities in FER2013's label order; the preprocessing is inside the model,
 and `labels.txt` beside it names the classes. jax2tf, the JAX team's own path to TensorFlow's
 formats, writes the SavedModel (the model as StableHLO in an `XlaCallModule` op, batch dimension
-symbolic); TensorFlow's TFLite converter turns that into TFLite ops, and tf2onnx turns the float
-TFLite model into ONNX (tf2onnx cannot read `XlaCallModule`). Batch norm is folded into the
+symbolic); TensorFlow's TFLite converter turns a copy written for one face into TFLite ops, which
+are then given a free batch dimension (`_any_batch`), and tf2onnx turns the float TFLite model into
+ONNX (tf2onnx cannot read `XlaCallModule`). Batch norm is folded into the
 convolution before it first, so that the converters see convolution and bias only: the
 quantized model then rounds once a layer, not after every step of the batch norm. The
 converters are imported here only (`pip install -e '.[export]'`).
@@ -153,7 +154,7 @@ def _image_layer(float_model: bytes) -> list[str]:
   return [names[t] for op in ops[:first] for t in op['outputs']]
 
 
-def _tflite(saved: pathlib.Path, path: pathlib.Path, quantize: str, data: str | None) -> None:
+def _tflite(saved: pathlib.Path, quantize: str, data: str | None) -> bytes:
   tf = _import('tensorflow')
   converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
   image_layer = _image_layer(converter.convert()) if quantize == 'int8' else []
@@ -169,10 +170,63 @@ def _tflite(saved: pathlib.Path, path: pathlib.Path, quantize: str, data: str | 
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=faces,
         debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=image_layer))
-    path.write_bytes(debugger.get_nondebug_quantized_model())
-    return
+    return debugger.get_nondebug_quantized_model()
   # 'dynamic': int8 weights; activations quantized per batch as the model runs.
-  path.write_bytes(converter.convert())
+  return converter.convert()
+
+
+def _any_batch(model: bytes) -> bytes:
+  """A TFLite model converted for one face, rewritten to take any number of faces.
+
+  Converted for a symbolic batch, every bias add becomes a broadcast to the batch's shape that
+  TFLite keeps as BROADCAST_TO + ADD: an extra int8 rounding a layer, and shape arithmetic that
+  keeps XNNPACK off. Converted for one face, the bias folds into the convolution; TFLite's kernels
+  size their outputs from their inputs, so only the RESHAPEs' target shapes and the tensors'
+  shape signatures name the batch. Both get -1 there, and a run of 1 and of 3 faces proves it.
+  """
+  from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
+  flat = flatbuffer_utils.read_model_from_bytearray(model)
+  graph, = flat.subgraphs
+  for op in graph.operators:
+    if flatbuffer_utils.opcode_to_name(flat, op.opcodeIndex) == 'RESHAPE':
+      target = flat.buffers[graph.tensors[op.inputs[1]].buffer]
+      shape = np.frombuffer(bytes(target.data), np.int32).copy()
+      shape[0] = -1
+      target.data = np.frombuffer(shape.tobytes(), np.uint8)
+      if getattr(op.builtinOptions, 'newShape', None) is not None:
+        op.builtinOptions.newShape[0] = -1
+  for tensor in graph.tensors:
+    constant = flat.buffers[tensor.buffer].data is not None and len(flat.buffers[tensor.buffer].data)
+    if not constant and tensor.shape is not None and len(tensor.shape) and tensor.shape[0] == 1:
+      tensor.shapeSignature = np.concatenate([[-1], tensor.shape[1:]]).astype(np.int32)
+  model = bytes(flatbuffer_utils.convert_object_to_bytearray(flat))
+  _check_any_batch(model)
+  return model
+
+
+def _check_any_batch(model: bytes) -> None:
+  """Three faces in one call give what each gives alone, or the export stops and says why."""
+  interpreter = _import('ai_edge_litert.interpreter').Interpreter(model_content=model)
+  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+  size = fer2013.IMAGE_SIZE
+  faces = np.random.default_rng(0).integers(0, 256, (3, size, size, 1), np.uint8)
+
+  def run(batch):
+    interpreter.resize_tensor_input(inp['index'], batch.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp['index'], batch)
+    interpreter.invoke()
+    return interpreter.get_tensor(out['index'])
+
+  try:
+    together = run(faces)
+    alone = np.concatenate([run(face[None]) for face in faces])
+  except (RuntimeError, ValueError) as e:
+    together, alone = str(e), None
+  if alone is None or together.shape != alone.shape or not np.allclose(together, alone, atol=1e-5):
+    raise UserError('this model\'s TFLite graph fixes the number of faces a call takes '
+                    f'({together if alone is None else "batched answers differ"}); '
+                    'export it for a fixed number with --batch=N')
 
 
 def _onnx(tflite: pathlib.Path, path: pathlib.Path) -> None:
@@ -196,8 +250,7 @@ def export_model(config: ml_collections.ConfigDict, variables: dict[str, Any], f
                  batch: int | None = None) -> pathlib.Path:
   """Writes the model in `fmt` under `out` (with `labels.txt`); returns the model's path.
 
-  The model takes any number of faces, or exactly `batch`: a symbolic batch leaves shape
-  arithmetic in the graph, which keeps TFLite's XNNPACK kernels off.
+  The model takes any number of faces, or exactly `batch`.
   """
   if fmt not in FORMATS:
     raise UserError(f'unknown format {fmt!r}; choose msgpack, {", ".join(FORMATS)}')
@@ -207,17 +260,19 @@ def export_model(config: ml_collections.ConfigDict, variables: dict[str, Any], f
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   (out / LABELS_FILE).write_text('\n'.join(fer2013.EMOTIONS) + '\n')
-  module = _module(config, variables, batch)
   with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
     # The converters run TensorFlow's own TFLite interpreter, which warns that LiteRT replaces it.
     warnings.filterwarnings('ignore', message='.*tf.lite.Interpreter is deprecated')
     saved = out if fmt == 'savedmodel' else pathlib.Path(scratch) / 'savedmodel'
+    # TFLite (and ONNX, made from it) converts for one face, then takes any N: see `_any_batch`.
+    module = _module(config, variables, batch if fmt == 'savedmodel' else batch or 1)
     with _absl_level_kept():
       tf.saved_model.save(module, str(saved), signatures={'serving_default': module.serve})
     if fmt == 'savedmodel':
       return saved
+    model = _tflite(saved, quantize, data)
     tflite = out / TFLITE_FILE if fmt == 'tflite' else pathlib.Path(scratch) / TFLITE_FILE
-    _tflite(saved, tflite, quantize, data)
+    tflite.write_bytes(model if batch else _any_batch(model))
     if fmt == 'tflite':
       return tflite
     _onnx(tflite, out / ONNX_FILE)

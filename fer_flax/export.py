@@ -118,8 +118,8 @@ def _define_flags() -> None:
                     'tflite only: float16 weights; int8 throughout, calibrated on training faces; '
                     'or dynamic (int8 weights, activations quantized as the model runs).')
   flags.DEFINE_string('data', None, 'FER2013, for --quantize=int8\'s calibration faces.')
-  flags.DEFINE_integer('batch', None, 'Fix the number of faces a call takes (default: any); '
-                       'TFLite runs a fixed batch with its fast (XNNPACK) kernels.', lower_bound=1)
+  flags.DEFINE_integer('batch', None, 'Fix the number of faces a call takes (default: any).',
+                       lower_bound=1)
 
 
 if __name__ == '__main__':

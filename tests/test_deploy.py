@@ -11,8 +11,10 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 from fer_flax import deploy, export, fer2013, in_memory, models
+from fer_flax.errors import UserError
 from tests import conftest
 
 
@@ -94,6 +96,34 @@ def test_tflite_equals_the_jax_model_and_quantized_ones_agree_on_the_emotion(mod
                                data=str(small_archive))
     agree = (deploy.load(path)(faces).argmax(-1) == expected.argmax(-1)).mean()
     assert agree >= 0.99, quantize
+
+
+@pytest.mark.parametrize('name,fields', [
+    ('vgg', {'stages': ((4,), (8, 8)), 'hidden': (16,)}),
+    ('resnet18', {'widths': (4, 8, 8, 8)}),
+    ('compact', {'stem_width': 4, 'widths': (8, 8), 'strides': (1, 2)}),
+])
+def test_every_zoo_models_tflite_takes_any_number_of_faces(name, fields, faces, tmp_path):
+  config, variables = _with_batch_norm_statistics(name, **fields)
+  expected = np.asarray(jax.jit(deploy.probabilities_fn(config, variables))(faces))
+  path = deploy.export_model(config, variables, 'tflite', tmp_path)
+  (inp,) = Interpreter(model_path=str(path)).get_input_details()
+  assert inp['shape_signature'].tolist() == [-1, 48, 48, 1]
+  for batch in (faces, faces[:1], faces[:5]):
+    np.testing.assert_allclose(deploy.load(path)(batch), expected[:len(batch)], atol=1e-4)
+
+
+def test_a_tflite_graph_that_ties_the_batch_is_refused_with_the_fix(tmp_path):
+  """A model whose answer for a face depends on the other faces cannot take any N."""
+  @tf.function(input_signature=[tf.TensorSpec([1, 48, 48, 1], tf.uint8)])
+  def centred(images):
+    x = tf.reshape(tf.cast(images, tf.float32), [1, -1])
+    return tf.nn.softmax((x - tf.reduce_mean(x, axis=0, keepdims=True))[:, :7])
+
+  model = tf.lite.TFLiteConverter.from_concrete_functions(
+      [centred.get_concrete_function()], centred).convert()
+  with pytest.raises(UserError, match='export it for a fixed number with --batch=N'):
+    deploy._any_batch(model)  # pylint: disable=protected-access
 
 
 def test_onnx_names_its_input_and_output_and_equals_the_jax_model(model, vgg, faces, tmp_path):
