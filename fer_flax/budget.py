@@ -1,7 +1,7 @@
 """Runs sized by a time budget: as many epochs as fit, from the measured speed of the first steps.
 
-With `config.time_budget_minutes`, a new run times a few compiled calls of its own train step and
-one evaluation of its split on a throwaway state, then sets `num_epochs` to what fits in the
+With `config.time_budget_minutes`, a new run times its own compiled train step for 20 s (after
+three warm calls) and one evaluation of its split on a throwaway state, then sets `num_epochs` to what fits in the
 budget (counted from the command's start), and scales `optimizer.warmup_epochs` with it, so the
 schedule keeps its shape on slower and faster machines. The sized config is what `config.json`
 keeps; a resumed run takes its epochs from there instead of measuring again.
@@ -9,7 +9,6 @@ keeps; a resumed run takes its epochs from there instead of measuring again.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from typing import Any
@@ -23,12 +22,13 @@ from jax.experimental import multihost_utils
 from fer_flax import evaluate, models, optim, steps, workdirs
 from fer_flax.sharding import Parallel
 
-# Checkpoint saves, the last wait and timing noise, as a share of the budget.
-RESERVE = 0.03
-# The calls just after compiling run slower than the rest (on the 2-core CPU the second to
-# fourth took 6% longer than the next ten, which left 5 minutes of an hour unused): skip them.
+# Checkpoint saves, the last wait and the machine's own drift, as a share of the budget: on the
+# 2-core CPU whole `configs/cpu.py` epochs ran 6% faster and 9% slower than the calls timed here.
+RESERVE = 0.06
+# The calls just after compiling run slower than the rest; the calls after them are timed for at
+# least this long, as the CPU's speed wanders from call to call by a few per cent.
 _WARM_CALLS = 3
-_TIMED_CALLS = 5
+_TIMED_SECONDS = 20.0
 
 
 def epochs_that_fit(budget_seconds: float, elapsed_seconds: float, compile_seconds: float,
@@ -52,12 +52,14 @@ def _seconds_per_epoch(config: ml_collections.ConfigDict, parallel: Parallel, fe
   jax.block_until_ready(metrics)
   first_call = time.perf_counter() - tic
   seconds, step_counts = [], []
-  for batches in itertools.islice(calls, _WARM_CALLS + _TIMED_CALLS):
+  for batches in calls:
     tic = time.perf_counter()
     state, metrics = train_step(state, batches, rng)
     jax.block_until_ready(metrics)
     seconds.append(time.perf_counter() - tic)
     step_counts.append(batches['label'].shape[0])
+    if len(seconds) > _WARM_CALLS and sum(seconds[_WARM_CALLS:]) >= _TIMED_SECONDS:
+      break
   if len(seconds) > _WARM_CALLS:  # past the warm calls; a short run times all it has
     seconds, step_counts = seconds[_WARM_CALLS:], step_counts[_WARM_CALLS:]
   if seconds:

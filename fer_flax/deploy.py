@@ -187,17 +187,25 @@ def _any_batch(model: bytes) -> bytes:
   from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
   flat = flatbuffer_utils.read_model_from_bytearray(model)
   graph, = flat.subgraphs
+
+  def constant(tensor) -> bool:
+    data = flat.buffers[tensor.buffer].data
+    return data is not None and len(data) > 0
+
   for op in graph.operators:
-    if flatbuffer_utils.opcode_to_name(flat, op.opcodeIndex) == 'RESHAPE':
+    if flatbuffer_utils.opcode_to_name(flat, op.opcodeIndex) != 'RESHAPE':
+      continue
+    if len(op.inputs) > 1 and constant(graph.tensors[op.inputs[1]]):
       target = flat.buffers[graph.tensors[op.inputs[1]].buffer]
       shape = np.frombuffer(bytes(target.data), np.int32).copy()
       shape[0] = -1
       target.data = np.frombuffer(shape.tobytes(), np.uint8)
-      if getattr(op.builtinOptions, 'newShape', None) is not None:
-        op.builtinOptions.newShape[0] = -1
+    new_shape = getattr(op.builtinOptions, 'newShape', None)
+    if new_shape is not None and len(new_shape):
+      new_shape[0] = -1
   for tensor in graph.tensors:
-    constant = flat.buffers[tensor.buffer].data is not None and len(flat.buffers[tensor.buffer].data)
-    if not constant and tensor.shape is not None and len(tensor.shape) and tensor.shape[0] == 1:
+    shape = tensor.shape if tensor.shape is not None else ()
+    if len(shape) and shape[0] == 1 and not constant(tensor):
       tensor.shapeSignature = np.concatenate([[-1], tensor.shape[1:]]).astype(np.int32)
   model = bytes(flatbuffer_utils.convert_object_to_bytearray(flat))
   _check_any_batch(model)
