@@ -3,8 +3,8 @@
 The shared recipe (`recipe.py`) on a narrow VGG that spends its convolutions at 24x24 and below,
 where XLA:CPU is fastest, on a one-cycle schedule. The split stays in memory (no tf.data workers
 competing for the 2 cores), 10 steps per call. Sized by the clock: as many epochs as fit in 58
-minutes at the speed its first steps measure (`fer_flax/budget.py`; 29 at 270 images/s, about
-46 at 430), the warm-up a quarter of them; `--config.time_budget_minutes=0` trains `num_epochs`.
+minutes at the speed its first steps measure (`fer_flax/budget.py`; 27 at 270 images/s, about
+43 at 430), the warm-up a quarter of them; `--config.time_budget_minutes=0` trains `num_epochs`.
 
   python -m fer_flax.main --config=configs/cpu.py --workdir=DIR --config.data.path=fer2013.zip
 """
