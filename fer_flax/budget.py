@@ -1,10 +1,10 @@
 """Runs sized by a time budget: as many epochs as fit, from the measured speed of the first steps.
 
 With `config.time_budget_minutes`, a new run times its own compiled train step for 20 s (after
-three warm calls) and one evaluation of its split on a throwaway state, then sets `num_epochs` to what fits in the
-budget (counted from the command's start), and scales `optimizer.warmup_epochs` with it, so the
-schedule keeps its shape on slower and faster machines. The sized config is what `config.json`
-keeps; a resumed run takes its epochs from there instead of measuring again.
+three warm calls) and one evaluation of its split on a throwaway state, then sets `num_epochs` to
+what fits in the budget (counted from the command's start), and scales `optimizer.warmup_epochs`
+with it, so the schedule keeps its shape on slower and faster machines. The sized config is what
+`config.json` keeps; a resumed run takes its epochs from there instead of measuring again.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ and `labels.txt` beside it names the classes. jax2tf, the JAX team's own path to
 formats, writes the SavedModel (the model as StableHLO in an `XlaCallModule` op, batch dimension
 symbolic); TensorFlow's TFLite converter turns a copy written for one face into TFLite ops, which
 are then given a free batch dimension (`_any_batch`), and tf2onnx turns the float TFLite model into
-ONNX (tf2onnx cannot read `XlaCallModule`). Batch norm is folded into the
-convolution before it first, so that the converters see convolution and bias only: the
-quantized model then rounds once a layer, not after every step of the batch norm. The
-converters are imported here only (`pip install -e '.[export]'`).
+ONNX (tf2onnx cannot read `XlaCallModule`). Batch norm is folded into the convolution before it
+first, so that the converters see convolution and bias only: the quantized model then rounds once
+a layer, not after every step of the batch norm. The converters are imported here only
+(`pip install -e '.[export]'`).
 """
 
 from __future__ import annotations
