@@ -215,18 +215,10 @@ def _any_batch(model: bytes) -> bytes:
 def _check_any_batch(model: bytes) -> None:
   """Three faces in one call give what each gives alone, or the export stops and says why."""
   interpreter = _import('ai_edge_litert.interpreter').Interpreter(model_content=model)
-  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
   size = fer2013.IMAGE_SIZE
   faces = np.random.default_rng(0).integers(0, 256, (3, size, size, 1), np.uint8)
-
-  def run(batch):
-    interpreter.resize_tensor_input(inp['index'], batch.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp['index'], batch)
-    interpreter.invoke()
-    return interpreter.get_tensor(out['index'])
-
   try:
+    run = _litert_run(interpreter)
     together = run(faces)
     alone = np.concatenate([run(face[None]) for face in faces])
   except (RuntimeError, ValueError) as e:
@@ -287,6 +279,23 @@ def export_model(config: ml_collections.ConfigDict, variables: dict[str, Any], f
     return out / ONNX_FILE
 
 
+def _litert_run(interpreter: Any) -> Callable[[np.ndarray], np.ndarray]:
+  """faces -> probabilities through a LiteRT interpreter; an any-N model is resized to each call."""
+  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+  any_n = inp['shape_signature'][0] == -1
+  interpreter.allocate_tensors()
+
+  def run(faces: np.ndarray) -> np.ndarray:
+    if any_n:
+      interpreter.resize_tensor_input(inp['index'], faces.shape)
+      interpreter.allocate_tensors()
+    interpreter.set_tensor(inp['index'], faces)
+    interpreter.invoke()
+    return interpreter.get_tensor(out['index'])
+
+  return run
+
+
 def _in_batches(run: Callable[[np.ndarray], np.ndarray],
                 batch: int | None) -> Callable[[np.ndarray], np.ndarray]:
   """`run` on any number of faces, for a model exported with a fixed `batch` (zeros pad)."""
@@ -328,16 +337,5 @@ def load(path: str | pathlib.Path) -> Callable[[np.ndarray], np.ndarray]:
                        batch if isinstance(batch, int) else None)
   interpreter = _import('ai_edge_litert.interpreter').Interpreter(model_path=str(path),
                                                                   num_threads=os.cpu_count())
-  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-  batch = int(inp['shape_signature'][0])
-  interpreter.allocate_tensors()
-
-  def run(faces: np.ndarray) -> np.ndarray:
-    if batch == -1:
-      interpreter.resize_tensor_input(inp['index'], faces.shape)
-      interpreter.allocate_tensors()
-    interpreter.set_tensor(inp['index'], faces)
-    interpreter.invoke()
-    return interpreter.get_tensor(out['index'])
-
-  return _in_batches(run, None if batch == -1 else batch)
+  batch = int(interpreter.get_input_details()[0]['shape_signature'][0])
+  return _in_batches(_litert_run(interpreter), None if batch == -1 else batch)

@@ -48,12 +48,16 @@ def vgg():
   return _with_batch_norm_statistics('vgg', stages=((4,), (8, 8)), hidden=(16,))
 
 
-@pytest.mark.parametrize('name,fields', [
+# A small copy of every zoo model.
+ZOO = [
     ('vgg', {'stages': ((4,), (8, 8)), 'hidden': (16,)}),
     ('resnet18', {'widths': (4, 8, 8, 8)}),
     ('compact', {'stem_width': 4, 'widths': (8, 8), 'strides': (1, 2)}),
     ('seed_cnn', {'features': (4, 8), 'hidden': 16}),
-])
+]
+
+
+@pytest.mark.parametrize('name,fields', ZOO)
 def test_folding_batch_norm_into_the_convolutions_keeps_every_models_answers(name, fields, faces):
   config, variables = _with_batch_norm_statistics(name, **fields)
   expected = jax.jit(deploy.logits_fn(config, variables))(faces)
@@ -98,11 +102,7 @@ def test_tflite_equals_the_jax_model_and_quantized_ones_agree_on_the_emotion(mod
     assert agree >= 0.99, quantize
 
 
-@pytest.mark.parametrize('name,fields', [
-    ('vgg', {'stages': ((4,), (8, 8)), 'hidden': (16,)}),
-    ('resnet18', {'widths': (4, 8, 8, 8)}),
-    ('compact', {'stem_width': 4, 'widths': (8, 8), 'strides': (1, 2)}),
-])
+@pytest.mark.parametrize('name,fields', ZOO)
 def test_every_zoo_models_tflite_takes_any_number_of_faces(name, fields, faces, tmp_path):
   config, variables = _with_batch_norm_statistics(name, **fields)
   expected = np.asarray(jax.jit(deploy.probabilities_fn(config, variables))(faces))
