@@ -1,10 +1,14 @@
-"""Runs sized by a time budget: as many epochs as fit, from the measured speed of the first steps.
+"""Runs sized by a time budget: as many epochs as fit, from the measured speed of the run's steps.
 
 With `config.time_budget_minutes`, a new run times its own compiled train step for 20 s (after
 three warm calls) and one evaluation of its split on a throwaway state, then sets `num_epochs` to
 what fits in the budget (counted from the command's start), and scales `optimizer.warmup_epochs`
-with it, so the schedule keeps its shape on slower and faster machines. The sized config is what
-`config.json` keeps; a resumed run takes its epochs from there instead of measuring again.
+with it, so the schedule keeps its shape on slower and faster machines. A machine can slow under
+sustained load (the 2-core CPU ran `configs/cpu.py`'s epochs up to 10% slower than its first 20 s),
+so at the end of the warm-up the run sizes itself again (`Refit`), from the pace of its own epochs
+since the first: the warm-up keeps its steps, so the learning rates so far stay as they were, and
+the anneal takes the epochs that fit. The sized config is what `config.json` keeps; a resumed run
+takes its epochs from there instead of measuring again.
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ from jax.experimental import multihost_utils
 from fer_flax import evaluate, models, optim, steps, workdirs
 from fer_flax.sharding import Parallel
 
-# Checkpoint saves, the last wait and the machine slowing under sustained load, as a share of the
-# budget: on the 2-core CPU `configs/cpu.py`'s epochs ran 10-11% slower, from the second on, than
-# the 20 s timed here (63.4 s measured, 70.5 s run), and 100 calls alone 8% slower than their
-# first 20 s.
-RESERVE = 0.12
+# The last evaluation and wait, and a pace that drifts after it is measured, as a share of the
+# budget: on the 2-core CPU `configs/cpu.py`'s epochs after the warm-up ran about 2% slower than
+# those of the warm-up.
+RESERVE = 0.05
 # The calls just after compiling run slower than the rest; the calls after them are timed for at
 # least this long, as the CPU's speed wanders from call to call by a few per cent.
 _WARM_CALLS = 3
@@ -38,6 +41,45 @@ def epochs_that_fit(budget_seconds: float, elapsed_seconds: float, compile_secon
   """Whole epochs (at least one) that fit in what is left of the budget after a recompile."""
   left = budget_seconds * (1 - RESERVE) - elapsed_seconds - compile_seconds
   return max(1, math.floor(left / epoch_seconds))
+
+
+def _agreed(epochs: int) -> int:
+  """Process 0's count, which every process trains for (their clocks differ a little)."""
+  return int(multihost_utils.broadcast_one_to_all(np.int32(epochs)))
+
+
+class Refit:
+  """The run's second sizing, at the end of its warm-up, from the pace of its epochs since the
+  first (which compiled and started slower than the rest).
+
+  Called at each epoch's end; returns the config re-sized at the warm-up's last whole epoch, or
+  None. The warm-up keeps its epochs, so the learning rates so far stay as they were (a warm-up
+  shorter than two epochs is re-sized at the second, a little into the anneal, which then changes).
+  """
+
+  def __init__(self, budget_seconds: float = 0.0, compile_seconds: float = 0.0,
+               at_epoch: int = 0):
+    self._budget_seconds, self._compile_seconds, self.at_epoch = (budget_seconds, compile_seconds,
+                                                                  at_epoch)
+    self._first_epoch_end: float | None = None
+
+  def __call__(self, config: ml_collections.ConfigDict, epoch: int,
+               elapsed_seconds: float) -> ml_collections.ConfigDict | None:
+    if epoch == 1:
+      self._first_epoch_end = elapsed_seconds
+    if epoch != self.at_epoch or self._first_epoch_end is None:
+      return None
+    pace = (elapsed_seconds - self._first_epoch_end) / (epoch - 1)
+    epochs = _agreed(epoch + epochs_that_fit(self._budget_seconds, elapsed_seconds,
+                                             self._compile_seconds, pace))
+    logging.info('time budget %g min: epochs 2-%d took %.1f s each, %.1f s gone; %d epochs fit '
+                 '(sized %d at the start)', config.time_budget_minutes, epoch, pace,
+                 elapsed_seconds, epochs, config.num_epochs)
+    if epochs == config.num_epochs:
+      return None
+    resized = config.copy_and_resolve_references()
+    resized.num_epochs = epochs
+    return resized
 
 
 def _seconds_per_epoch(config: ml_collections.ConfigDict, parallel: Parallel, feed: Any,
@@ -77,26 +119,29 @@ def _seconds_per_epoch(config: ml_collections.ConfigDict, parallel: Parallel, fe
 
 
 def fit(config: ml_collections.ConfigDict, workdir: Any, resuming: bool, parallel: Parallel,
-        feed: Any, eval_batches: Any, elapsed_seconds: float) -> ml_collections.ConfigDict:
-  """`config` with `num_epochs` (and the warm-up) sized to `config.time_budget_minutes`."""
+        feed: Any, eval_batches: Any,
+        elapsed_seconds: float) -> tuple[ml_collections.ConfigDict, Refit]:
+  """`config` with `num_epochs` (and the warm-up) sized to `config.time_budget_minutes`, and the
+  run's second sizing (one that never fires without a budget, or when resuming: a resumed
+  command's clock is not the budget's)."""
   if not config.time_budget_minutes:
-    return config
+    return config, Refit()
   sized = config.copy_and_resolve_references()
   if resuming:
     saved = workdirs.load_config(workdir)
     sized.num_epochs = saved.num_epochs
     sized.optimizer.warmup_epochs = saved.optimizer.warmup_epochs
-    return sized
+    return sized, Refit()
   tic = time.perf_counter()
   epoch_seconds, compile_seconds = _seconds_per_epoch(config, parallel, feed, eval_batches)
   elapsed_seconds += time.perf_counter() - tic
-  epochs = epochs_that_fit(60 * config.time_budget_minutes, elapsed_seconds, compile_seconds,
-                           epoch_seconds)
-  # Every process trains for process 0's count (their clocks differ a little).
-  epochs = int(multihost_utils.broadcast_one_to_all(np.int32(epochs)))
+  budget_seconds = 60 * config.time_budget_minutes
+  epochs = _agreed(epochs_that_fit(budget_seconds, elapsed_seconds, compile_seconds,
+                                   epoch_seconds))
   sized.num_epochs = epochs
   sized.optimizer.warmup_epochs = config.optimizer.warmup_epochs * epochs / config.num_epochs
   logging.info('time budget %g min: an epoch takes %.1f s (training and evaluation), %.1f s '
                'gone; %d epochs fit (warm-up %.2f epochs)', config.time_budget_minutes,
                epoch_seconds, elapsed_seconds, epochs, sized.optimizer.warmup_epochs)
-  return sized
+  at_epoch = max(2, math.floor(sized.optimizer.warmup_epochs))
+  return sized, Refit(budget_seconds, compile_seconds, at_epoch if at_epoch < epochs else 0)

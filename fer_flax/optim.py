@@ -25,10 +25,12 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_e
   if opt.reference_batch_size:
     peak *= config.batch_size / opt.reference_batch_size
   warmup_steps = int(opt.warmup_epochs * steps_per_epoch)
-  if opt.schedule == 'onecycle':
-    return optax.cosine_onecycle_schedule(
-        total_steps, peak, pct_start=warmup_steps / total_steps,
-        div_factor=opt.onecycle_div_factor, final_div_factor=opt.onecycle_final_div_factor)
+  if opt.schedule == 'onecycle':  # optax's cosine_onecycle_schedule, with whole-step boundaries
+    # (its fraction can round the warm-up's end a step early, which a re-sized run would notice).
+    return optax.piecewise_interpolate_schedule(
+        'cosine', peak / opt.onecycle_div_factor,
+        {warmup_steps: opt.onecycle_div_factor,
+         total_steps: 1 / (opt.onecycle_div_factor * opt.onecycle_final_div_factor)})
   if opt.schedule == 'constant':
     main = optax.constant_schedule(peak)
   elif opt.schedule == 'cosine':

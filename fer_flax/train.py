@@ -9,7 +9,9 @@ import time
 
 import jax
 import ml_collections
+import optax
 from absl import logging
+from etils import epath
 
 from fer_flax import (budget, evaluate, inputs, models, optim, preemption, steps, timing,
                       workdirs, writers)
@@ -94,8 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   parallel = Parallel(cpu_compiler_options=config.cpu_compiler_options.to_dict())
   parallel.check_batch_size(config.batch_size, 'batch_size')
   feed, eval_batches = inputs.feeds(config, parallel)
-  config = budget.fit(config, workdir, bool(start_step), parallel, feed, eval_batches,
-                      clock.elapsed())
+  config, refit = budget.fit(config, workdir, bool(start_step), parallel, feed, eval_batches,
+                             clock.elapsed())
   workdirs.check_or_save_config(config, workdir, resuming=bool(start_step))
   steps_per_epoch = feed.steps_per_epoch
   total_steps = steps_per_epoch * config.num_epochs
@@ -121,9 +123,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer = writers.create_writer(workdir, start_step, jax.process_index() == 0)
 
   step, saved, preempted, window = start_step, start_step, False, _Window(start_step)
+  calls, call = feed.batches(start_step, total_steps), -1
   clock.first_step()
   with preemption.Watch() as watch:
-    for call, batches in enumerate(feed.batches(start_step, total_steps)):
+    while (batches := next(calls, None)) is not None:
+      call += 1
       state, metrics = train_step(state, batches, rng)
       previous, step = step, step + batches['label'].shape[0]
       window.add(metrics)
@@ -166,6 +170,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       saved = step
       if preempted:
         break
+      if end_of_epoch and (resized := refit(config, step // steps_per_epoch, clock.elapsed())):
+        config = resized
+        schedule, state, total_steps = _resized(config, state, workdir, steps_per_epoch)
+        calls = feed.batches(step, total_steps)
       window.resume()
 
   checkpoints.wait()
@@ -174,6 +182,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise preemption.Preempted(step)
   logging.info('Finished %d steps (%s).', total_steps, _best_summary(checkpoints, split))
   return state
+
+
+def _resized(config: ml_collections.ConfigDict, state: steps.TrainState, workdir: epath.Path,
+             steps_per_epoch: int) -> tuple[optax.Schedule, steps.TrainState, int]:
+  """The schedule, state and total steps of a run re-sized to `config.num_epochs` (its next call
+  compiles anew), which its config.json then records for a resume."""
+  workdirs.check_or_save_config(config, workdir, resuming=False)
+  total_steps = steps_per_epoch * config.num_epochs
+  schedule = optim.create_learning_rate_schedule(config, steps_per_epoch, total_steps)
+  return schedule, state.replace(tx=optim.create_optimizer(config, schedule)), total_steps
 
 
 def _stop(checkpoints: workdirs.Checkpoints, writer: writers.MultiWriter, error: UserError):

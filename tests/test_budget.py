@@ -1,8 +1,11 @@
-"""A time budget sizes a run from its measured speed, and a resumed run keeps that size."""
+"""A time budget sizes a run from its measured speed, sizes it again from its own epochs at the
+end of the warm-up, and a resumed run keeps that size."""
 
 import json
 import time
 
+import jax
+import numpy as np
 import pytest
 
 from fer_flax import budget, train, writers
@@ -10,9 +13,21 @@ from tests import conftest
 
 
 def test_the_epochs_that_fit_leave_the_reserve_the_time_gone_and_a_recompile():
-  # 600 s less 12% is 528 s; 30 s are gone and 10 s recompile: 488 s hold 9 epochs of 50 s.
-  assert budget.epochs_that_fit(600, 30, 10, 50) == 9
+  # 600 s less 5% is 570 s; 30 s are gone and 10 s recompile: 530 s hold 10 epochs of 50 s.
+  assert budget.epochs_that_fit(600, 30, 10, 50) == 10
   assert budget.epochs_that_fit(600, 590, 10, 50) == 1  # never none
+
+
+def test_the_refit_paces_the_epochs_after_the_first_at_its_epoch_only():
+  config = conftest.tiny_config('', '', num_epochs=30, time_budget_minutes=60)
+  refit = budget.Refit(3600, 10, at_epoch=5)
+  assert refit(config, 1, 160.0) is None  # the first epoch compiled: not paced
+  assert all(refit(config, epoch, 60.0 + 100 * epoch) is None for epoch in (2, 3, 4))
+  # Epochs 2-5 took 100 s each; 3420 s less 560 gone and 10 to recompile hold 28 more.
+  assert refit(config, 5, 560.0).num_epochs == 5 + 28
+  assert budget.Refit()(config, 1, 1.0) is None and budget.Refit()(config, 5, 5.0) is None
+  resumed = budget.Refit(3600, 10, at_epoch=5)  # never saw its first epoch end
+  assert resumed(config, 5, 560.0) is None
 
 
 def test_a_budget_sizes_the_run_and_its_warm_up_and_a_resume_keeps_them(small_archive, tfds_dir,
@@ -24,9 +39,30 @@ def test_a_budget_sizes_the_run_and_its_warm_up_and_a_resume_keeps_them(small_ar
   saved = json.loads((tmp_path / 'config.json').read_text())
   epochs = saved['num_epochs']
   assert epochs >= 1 and saved['time_budget_minutes'] == 0.25
-  assert saved['optimizer']['warmup_epochs'] == pytest.approx(2.0 * epochs / 4)
   evaluations = [r for r in writers.read_run_metrics(tmp_path) if r['split'] == 'public_test']
   assert len(evaluations) == epochs  # one evaluation an epoch, for the epochs it chose
   # The same command again: the finished run is recognised, not measured and resized.
   train.train_and_evaluate(config, str(tmp_path))
   assert json.loads((tmp_path / 'config.json').read_text())['num_epochs'] == epochs
+
+
+def test_a_refit_run_equals_one_sized_so_from_the_start(small_archive, tfds_dir, tmp_path,
+                                                        monkeypatch):
+  # Three epochs fit at the start, and three more after the warm-up's two: the run trains five.
+  # Its warm-up kept its steps, so the learning rates before the refit stay what they were.
+  monkeypatch.setattr(budget, 'epochs_that_fit', lambda *args: 3)
+  config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=3, time_budget_minutes=1,
+                                **{'optimizer.warmup_epochs': 2.0, 'optimizer.schedule': 'onecycle',
+                                   'data.pipeline': 'memory'})
+  refit = train.train_and_evaluate(config, str(tmp_path / 'refit'))
+  saved = json.loads((tmp_path / 'refit' / 'config.json').read_text())
+  assert (saved['num_epochs'], saved['optimizer']['warmup_epochs']) == (5, 2.0)
+  records = writers.read_run_metrics(tmp_path / 'refit')
+  assert len([r for r in records if r['split'] == 'public_test']) == 5
+
+  plain = config.copy_and_resolve_references()
+  plain.time_budget_minutes, plain.num_epochs = 0.0, 5
+  plain = train.train_and_evaluate(plain, str(tmp_path / 'plain'))
+  assert refit.step == plain.step
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               refit.params, plain.params)
