@@ -18,7 +18,7 @@ from configs import recipe
 def get_config() -> ml_collections.ConfigDict:
   config = recipe.get_config()
   config.model.stages = ((32,), (64, 64), (128, 128), (256, 256))
-  config.model.hidden = (256,)
+  config.model.hidden = (512,)  # 0.6 points over 256 for 6% of the speed (README, Results)
   config.optimizer.schedule = 'onecycle'
   config.optimizer.warmup_epochs = 7.5
 
