@@ -4,8 +4,8 @@ The shared recipe (`recipe.py`) on a narrow VGG that spends its convolutions at 
 where XLA:CPU is fastest, on a one-cycle schedule, in batches of 32 (twice the updates of 64 for
 each epoch, and 5-9% more images a second on the 2-core CPU). The split stays in memory (no tf.data
 workers competing for the 2 cores), 10 steps per call. Sized by the clock: as many epochs as fit
-in the hour at the speed its first steps measure (`fer_flax/budget.py`; 28 at 270 images/s, about
-47 at 450), the warm-up a quarter of them; `--config.time_budget_minutes=0` trains `num_epochs`.
+in the hour at the speed its first steps measure (`fer_flax/budget.py`; 28 at 270 images/s, 48
+at 440), the warm-up a quarter of them; `--config.time_budget_minutes=0` trains `num_epochs`.
 
   python -m fer_flax.main --config=configs/cpu.py --workdir=DIR --config.data.path=fer2013.zip
 """
@@ -18,7 +18,7 @@ from configs import recipe
 def get_config() -> ml_collections.ConfigDict:
   config = recipe.get_config()
   config.model.stages = ((32,), (64, 64), (128, 128), (256, 256))
-  config.model.hidden = (512,)  # 0.6 points over 256 for 6% of the speed (README, Results)
+  config.model.hidden = (512,)  # 0.2-0.7 points over 256 for 6% of the speed (README, Results)
   config.optimizer.schedule = 'onecycle'
   config.optimizer.warmup_epochs = 7.5
 
