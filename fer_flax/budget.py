@@ -4,7 +4,7 @@ With `config.time_budget_minutes`, a new run times its own compiled train step f
 three warm calls) and one evaluation of its split on a throwaway state, then sets `num_epochs` to
 what fits in the budget (counted from the command's start), and scales `optimizer.warmup_epochs`
 with it, so the schedule keeps its shape on slower and faster machines. A machine can slow under
-sustained load (the 2-core CPU ran `configs/cpu.py`'s epochs up to 10% slower than its first 20 s),
+sustained load (the 2-core CPU ran `configs/cpu.py`'s epochs up to 11% slower than its first 20 s),
 so at the end of the warm-up the run sizes itself again (`Refit`), from the pace of its own epochs
 since the first: the warm-up keeps its steps, so the learning rates so far stay as they were, and
 the anneal takes the epochs that fit. The sized config is what `config.json` keeps; a resumed run
@@ -27,8 +27,8 @@ from fer_flax import evaluate, models, optim, steps, workdirs
 from fer_flax.sharding import Parallel
 
 # The last evaluation and wait, and a pace that drifts after it is measured, as a share of the
-# budget: on the 2-core CPU `configs/cpu.py`'s epochs after the warm-up ran about 2% slower than
-# those of the warm-up.
+# budget: on the 2-core CPU `configs/cpu.py`'s epochs after the warm-up ran from 1% faster to 2%
+# slower than those of the warm-up (two runs).
 RESERVE = 0.05
 # The calls just after compiling run slower than the rest; the calls after them are timed for at
 # least this long, as the CPU's speed wanders from call to call by a few per cent.
@@ -59,15 +59,16 @@ class Refit:
 
   def __init__(self, budget_seconds: float = 0.0, compile_seconds: float = 0.0,
                at_epoch: int = 0):
-    self._budget_seconds, self._compile_seconds, self.at_epoch = (budget_seconds, compile_seconds,
-                                                                  at_epoch)
+    self._budget_seconds = budget_seconds
+    self._compile_seconds = compile_seconds
+    self._at_epoch = at_epoch
     self._first_epoch_end: float | None = None
 
   def __call__(self, config: ml_collections.ConfigDict, epoch: int,
                elapsed_seconds: float) -> ml_collections.ConfigDict | None:
     if epoch == 1:
       self._first_epoch_end = elapsed_seconds
-    if epoch != self.at_epoch or self._first_epoch_end is None:
+    if epoch != self._at_epoch or self._first_epoch_end is None:
       return None
     pace = (elapsed_seconds - self._first_epoch_end) / (epoch - 1)
     epochs = _agreed(epoch + epochs_that_fit(self._budget_seconds, elapsed_seconds,
