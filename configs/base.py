@@ -48,6 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.rotation = 0.0        # degrees, uniform in +-rotation
   config.augment.scale = 0.0           # zoom in [1/(1+scale), 1+scale], log-uniform
   config.augment.shift = 0.0           # fraction of the image size, uniform in +-shift
+  config.augment.blur_probability = 0.0   # Gaussian blur, as of a face resampled from a photo
+  config.augment.blur_sigma = 1.0         # its width in pixels, uniform in [0, blur_sigma]
   config.augment.erase_probability = 0.0  # random erasing of a noise rectangle
   config.augment.erase_min_area = 0.02    # of the image
   config.augment.erase_max_area = 0.25

@@ -7,6 +7,7 @@ Test-time augmentation (TTA) evaluates several views of each face and averages t
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +65,25 @@ def _warp(image: jax.Array, rng: jax.Array, *, flip: bool, crop_padding: int, ro
   return jnp.stack(channels, axis=-1)
 
 
+def _blur(image: jax.Array, rng: jax.Array, *, probability: float, sigma: float) -> jax.Array:
+  """With `probability`, a Gaussian blur of width uniform in [0, sigma] pixels.
+
+  Faces cropped from photos are resampled from another resolution, which softens them; FER2013's
+  own faces are all one softness, and models trained on them alone lose points on softer crops.
+  """
+  h, w, _ = image.shape
+  k_apply, k_sigma = jax.random.split(rng)
+  width = jax.random.uniform(k_sigma, (), minval=0.0, maxval=sigma)
+  width = jnp.where(jax.random.bernoulli(k_apply, probability), width, 0.0)
+  radius = math.ceil(3 * sigma)
+  taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  weights = jnp.exp(-0.5 * (taps / jnp.maximum(width, 1e-3)) ** 2)
+  weights = (weights / weights.sum()).astype(image.dtype)
+  padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode='edge')
+  rows = sum(weights[i] * padded[i:i + h] for i in range(2 * radius + 1))
+  return sum(weights[i] * rows[:, i:i + w] for i in range(2 * radius + 1))
+
+
 def _erase(image: jax.Array, rng: jax.Array, *, probability: float, min_area: float,
            max_area: float) -> jax.Array:
   """Random erasing (Zhong et al., 2020): with `probability`, noise over a random rectangle."""
@@ -97,6 +117,10 @@ def augment_images(images: jax.Array, rng: jax.Array,
     warp = functools.partial(_warp, flip=config.flip, crop_padding=config.crop_padding,
                              rotation=config.rotation, scale=config.scale, shift=config.shift)
     images = jax.vmap(warp)(images, keys[0])
+  if config.blur_probability:
+    blur = functools.partial(_blur, probability=config.blur_probability, sigma=config.blur_sigma)
+    # A key of its own, so that configs without blur draw what they drew before it existed.
+    images = jax.vmap(blur)(images, jax.random.split(jax.random.fold_in(rng, 2), images.shape[0]))
   if config.erase_probability:
     erase = functools.partial(_erase, probability=config.erase_probability,
                               min_area=config.erase_min_area, max_area=config.erase_max_area)

@@ -34,7 +34,7 @@ def test_all_off_is_the_identity():
 
 @pytest.mark.parametrize('fields, outcomes', [
     ({'flip': True}, 2), ({'crop_padding': 4}, 8), ({'rotation': 15.0}, 8), ({'scale': 0.2}, 8),
-    ({'shift': 0.1}, 8), ({'erase_probability': 1.0}, 8)])
+    ({'shift': 0.1}, 8), ({'erase_probability': 1.0}, 8), ({'blur_probability': 1.0}, 8)])
 def test_each_augmentation_changes_images_per_image_within_range(fields, outcomes):
   images = jnp.broadcast_to(_faces(1), (16, 48, 48, 1))
   out = augment.augment_images(images, jax.random.key(0), _config(**fields))
@@ -68,6 +68,20 @@ def test_a_constant_image_stays_constant_under_rotation_scale_and_shift():
   out = augment.augment_images(images, jax.random.key(3),
                                _config(rotation=30.0, scale=0.3, shift=0.2))
   np.testing.assert_allclose(out, images, atol=1e-6)
+
+
+def test_blur_spreads_a_point_into_a_gaussian_of_each_images_own_width():
+  images = jnp.zeros((64, 48, 48, 1)).at[:, 24, 24].set(1.0)
+  out = np.asarray(augment.augment_images(images, jax.random.key(5),
+                                          _config(blur_probability=0.5, blur_sigma=1.5)))[..., 0]
+  np.testing.assert_allclose(out.sum((1, 2)), 1.0, atol=1e-5)
+  profiles = out.sum(1)  # Each image's blur along x; separable, so the same along y.
+  np.testing.assert_allclose(out, profiles[:, :, None] * profiles[:, None, :], atol=1e-6)
+  np.testing.assert_allclose(profiles[:, 1:24], profiles[:, 47:24:-1], atol=1e-6)  # symmetric
+  widths = np.sqrt((profiles * (np.arange(48) - 24.0) ** 2).sum(-1))
+  untouched = widths < 1e-3
+  assert 16 <= untouched.sum() <= 48  # blur_probability 0.5
+  assert np.all(widths <= 1.5) and widths.max() > 1.0  # uniform in [0, blur_sigma], truncated
 
 
 def test_random_erasing_covers_a_rectangle_of_the_configured_area():

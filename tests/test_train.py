@@ -214,7 +214,8 @@ def test_the_train_step_smooths_the_labels_it_is_told_to():
 
 @pytest.mark.parametrize('field, value', [
     ('flip', True), ('crop_padding', 4), ('rotation', 15.0), ('scale', 0.2), ('shift', 0.1),
-    ('erase_probability', 1.0), ('mixup_alpha', 0.4), ('cutmix_alpha', 1.0)])
+    ('blur_probability', 1.0), ('erase_probability', 1.0), ('mixup_alpha', 0.4),
+    ('cutmix_alpha', 1.0)])
 def test_every_augmentation_reaches_the_train_step(field, value):
   config = tiny.get_config()
   config.model.dropout_rate = 0.0
