@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.hidden = (512,)  # 0.2-0.7 points over 256 for 6% of the speed (README, Results)
   config.optimizer.schedule = 'onecycle'
   config.optimizer.warmup_epochs = 7.5
+  # Half the faces softened: 0.5 points fewer lost to detected crops, none on public_test (README).
+  config.augment.blur_probability = 0.5
 
   config.ema_decay = 0.999  # about 1,000 steps: a little over an epoch
   config.batch_size = 32
