@@ -56,6 +56,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.mixup_alpha = 0.0     # Beta(alpha, alpha) mixing weight; 0 disables mixup
   config.augment.cutmix_alpha = 0.0    # 0 disables CutMix; with both on, each batch picks one
 
+  # Progressive resizing (fer_flax/progressive.py): the first epochs on smaller faces, whose steps
+  # cost less; each size trains for its share of the epochs, the rest of the run is at 48x48.
+  config.progressive = ml_collections.ConfigDict()
+  config.progressive.sizes = ()      # e.g. (32, 40), smallest first
+  config.progressive.fractions = ()  # e.g. (0.25, 0.25)
+
   config.label_smoothing = 0.0
   config.ema_decay = 0.0           # moving average of the weights, used for evaluation; 0 = off
   config.batch_size = 64           # global, across all devices and processes

@@ -8,7 +8,8 @@ sustained load (the 2-core CPU ran `configs/cpu.py`'s epochs up to 11% slower th
 so at the end of the warm-up the run sizes itself again (`Refit`), from the pace of its own epochs
 since the first: the warm-up keeps its steps, so the learning rates so far stay as they were, and
 the anneal takes the epochs that fit. The sized config is what `config.json` keeps; a resumed run
-takes its epochs from there instead of measuring again.
+takes its epochs from there instead of measuring again. With progressive resizing each image size
+is timed, and the refit scales them all by how far the run's own epochs strayed from them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from fer_flax import evaluate, models, optim, steps, workdirs
+from fer_flax import evaluate, fer2013, models, optim, progressive, steps, workdirs
 from fer_flax.sharding import Parallel
 
 # The last evaluation and wait, and a pace that drifts after it is measured, as a share of the
@@ -36,11 +37,44 @@ _WARM_CALLS = 3
 _TIMED_SECONDS = 20.0
 
 
-def epochs_that_fit(budget_seconds: float, elapsed_seconds: float, compile_seconds: float,
-                    epoch_seconds: float) -> int:
-  """Whole epochs (at least one) that fit in what is left of the budget after a recompile."""
-  left = budget_seconds * (1 - RESERVE) - elapsed_seconds - compile_seconds
-  return max(1, math.floor(left / epoch_seconds))
+class Pace:
+  """Seconds an epoch (training and its evaluation) takes at each image size, and seconds each
+  size's train step takes to compile."""
+
+  def __init__(self, epoch_seconds: dict[int, float], compile_seconds: dict[int, float]):
+    self.epoch_seconds, self.compile_seconds = epoch_seconds, compile_seconds
+
+  def seconds(self, config: ml_collections.ConfigDict, num_epochs: int, start: int = 0,
+              stop: int | None = None) -> float:
+    """Epochs `start` to `stop` of the run sized to `num_epochs`."""
+    sizes = progressive.epoch_sizes(config, num_epochs)[start:stop]
+    return sum(self.epoch_seconds[size] for size in sizes)
+
+  def recompile_seconds(self, config: ml_collections.ConfigDict, num_epochs: int,
+                        start: int) -> float:
+    """Compiling, once, each size that the epochs from `start` train at."""
+    sizes = set(progressive.epoch_sizes(config, num_epochs)[start:])
+    return sum(self.compile_seconds[size] for size in sizes)
+
+  def scaled(self, factor: float) -> Pace:
+    return Pace({k: v * factor for k, v in self.epoch_seconds.items()}, self.compile_seconds)
+
+
+def epochs_that_fit(budget_seconds: float, elapsed_seconds: float, pace: Pace,
+                    config: ml_collections.ConfigDict, done: int = 0) -> int:
+  """The most epochs (at least one more than the `done` ones) whose rest, compiled anew, fits in
+  what is left of the budget."""
+  left = budget_seconds * (1 - RESERVE) - elapsed_seconds
+
+  def fits(epochs: int) -> bool:
+    return (pace.seconds(config, epochs, done)
+            + pace.recompile_seconds(config, epochs, done)) <= left
+
+  low, high = done + 1, done + 2 + math.ceil(max(left, 0) / min(pace.epoch_seconds.values()))
+  while high - low > 1:  # fits(low) or low == done + 1; not fits(high); time grows with epochs
+    middle = (low + high) // 2
+    low, high = (middle, high) if fits(middle) else (low, middle)
+  return low
 
 
 def _agreed(epochs: int) -> int:
@@ -57,10 +91,9 @@ class Refit:
   shorter than two epochs is re-sized at the second, a little into the anneal, which then changes).
   """
 
-  def __init__(self, budget_seconds: float = 0.0, compile_seconds: float = 0.0,
-               at_epoch: int = 0):
+  def __init__(self, budget_seconds: float = 0.0, pace: Pace | None = None, at_epoch: int = 0):
     self._budget_seconds = budget_seconds
-    self._compile_seconds = compile_seconds
+    self._pace = pace
     self._at_epoch = at_epoch
     self._first_epoch_end: float | None = None
 
@@ -70,12 +103,14 @@ class Refit:
       self._first_epoch_end = elapsed_seconds
     if epoch != self._at_epoch or self._first_epoch_end is None:
       return None
-    pace = (elapsed_seconds - self._first_epoch_end) / (epoch - 1)
-    epochs = _agreed(epoch + epochs_that_fit(self._budget_seconds, elapsed_seconds,
-                                             self._compile_seconds, pace))
-    logging.info('time budget %g min: epochs 2-%d took %.1f s each, %.1f s gone; %d epochs fit '
-                 '(sized %d at the start)', config.time_budget_minutes, epoch, pace,
-                 elapsed_seconds, epochs, config.num_epochs)
+    took = elapsed_seconds - self._first_epoch_end
+    factor = took / self._pace.seconds(config, config.num_epochs, 1, epoch)
+    epochs = _agreed(epochs_that_fit(self._budget_seconds, elapsed_seconds,
+                                     self._pace.scaled(factor), config, done=epoch))
+    logging.info('time budget %g min: epochs 2-%d took %.1f s each (%.2f times the measured '
+                 'pace), %.1f s gone; %d epochs fit (sized %d at the start)',
+                 config.time_budget_minutes, epoch, took / (epoch - 1), factor, elapsed_seconds,
+                 epochs, config.num_epochs)
     if epochs == config.num_epochs:
       return None
     resized = config.copy_and_resolve_references()
@@ -83,23 +118,17 @@ class Refit:
     return resized
 
 
-def _seconds_per_epoch(config: ml_collections.ConfigDict, parallel: Parallel, feed: Any,
-                       eval_batches: Any) -> tuple[float, float]:
-  """(seconds an epoch of training and its evaluation take, seconds the first call compiled)."""
-  model = models.create_model(config.model)
-  total_steps = feed.steps_per_epoch * config.num_epochs
-  schedule = optim.create_learning_rate_schedule(config, feed.steps_per_epoch, total_steps)
-  state, rng = steps.initial_state(config, model, schedule, parallel)
-  train_step = steps.compile_train_steps(config, parallel)
-  calls = iter(feed.batches(0, total_steps))
+def _time_steps(train_step: Any, state: steps.TrainState, calls: Any, rng: Any, image_size: int,
+                steps_per_call: int) -> tuple[steps.TrainState, float, float]:
+  """(state, seconds a step takes, seconds the first call compiled) at `image_size`."""
   tic = time.perf_counter()
-  state, metrics = train_step(state, next(calls), rng)
+  state, metrics = train_step(state, next(calls), rng, image_size)
   jax.block_until_ready(metrics)
   first_call = time.perf_counter() - tic
   seconds, step_counts = [], []
   for batches in calls:
     tic = time.perf_counter()
-    state, metrics = train_step(state, batches, rng)
+    state, metrics = train_step(state, batches, rng, image_size)
     jax.block_until_ready(metrics)
     seconds.append(time.perf_counter() - tic)
     step_counts.append(batches['label'].shape[0])
@@ -107,16 +136,31 @@ def _seconds_per_epoch(config: ml_collections.ConfigDict, parallel: Parallel, fe
       break
   if len(seconds) > _WARM_CALLS:  # past the warm calls; a short run times all it has
     seconds, step_counts = seconds[_WARM_CALLS:], step_counts[_WARM_CALLS:]
-  if seconds:
-    call_seconds, seconds_per_step = np.mean(seconds), sum(seconds) / sum(step_counts)
-  else:  # A run of one call: its time, compilation included, is all there is to go by.
-    call_seconds, seconds_per_step = first_call, first_call / config.steps_per_call
+  if not seconds:  # A run of one call: its time, compilation included, is all there is to go by.
+    return state, first_call / steps_per_call, 0.0
+  return state, sum(seconds) / sum(step_counts), first_call - np.mean(seconds)
+
+
+def _measure(config: ml_collections.ConfigDict, parallel: Parallel, feed: Any,
+             eval_batches: Any) -> Pace:
+  """Times the run's train step at each of its image sizes, and one evaluation, on a throwaway
+  state."""
+  model = models.create_model(config.model)
+  total_steps = feed.steps_per_epoch * config.num_epochs
+  schedule = optim.create_learning_rate_schedule(config, feed.steps_per_epoch, total_steps)
+  state, rng = steps.initial_state(config, model, schedule, parallel)
+  train_step = steps.compile_train_steps(config, parallel)
+  step_seconds, compile_seconds = {}, {}
+  for size in sorted({fer2013.IMAGE_SIZE, *config.progressive.sizes}, reverse=True):
+    state, step_seconds[size], compile_seconds[size] = _time_steps(
+        train_step, state, iter(feed.batches(0, total_steps)), rng, size, config.steps_per_call)
   eval_step = steps.compile_eval_step(model.apply, parallel)
   evaluate.predictions(eval_step, state.variables(), eval_batches)  # compiles
   tic = time.perf_counter()
   evaluate.predictions(eval_step, state.variables(), eval_batches)
   eval_seconds = time.perf_counter() - tic
-  return seconds_per_step * feed.steps_per_epoch + eval_seconds, first_call - call_seconds
+  return Pace({size: seconds * feed.steps_per_epoch + eval_seconds
+               for size, seconds in step_seconds.items()}, compile_seconds)
 
 
 def fit(config: ml_collections.ConfigDict, workdir: Any, resuming: bool, parallel: Parallel,
@@ -133,16 +177,18 @@ def fit(config: ml_collections.ConfigDict, workdir: Any, resuming: bool, paralle
     sized.num_epochs = saved.num_epochs
     sized.optimizer.warmup_epochs = saved.optimizer.warmup_epochs
     return sized, Refit()
+  progressive.check(config)
   tic = time.perf_counter()
-  epoch_seconds, compile_seconds = _seconds_per_epoch(config, parallel, feed, eval_batches)
+  pace = _measure(config, parallel, feed, eval_batches)
   elapsed_seconds += time.perf_counter() - tic
   budget_seconds = 60 * config.time_budget_minutes
-  epochs = _agreed(epochs_that_fit(budget_seconds, elapsed_seconds, compile_seconds,
-                                   epoch_seconds))
+  epochs = _agreed(epochs_that_fit(budget_seconds, elapsed_seconds, pace, config))
   sized.num_epochs = epochs
   sized.optimizer.warmup_epochs = config.optimizer.warmup_epochs * epochs / config.num_epochs
-  logging.info('time budget %g min: an epoch takes %.1f s (training and evaluation), %.1f s '
-               'gone; %d epochs fit (warm-up %.2f epochs)', config.time_budget_minutes,
-               epoch_seconds, elapsed_seconds, epochs, sized.optimizer.warmup_epochs)
+  logging.info('time budget %g min: an epoch takes %s (training and evaluation), %.1f s gone; '
+               '%d epochs fit (warm-up %.2f epochs)', config.time_budget_minutes,
+               ', '.join(f'{seconds:.1f} s at {size}x{size}'
+                         for size, seconds in pace.epoch_seconds.items()),
+               elapsed_seconds, epochs, sized.optimizer.warmup_epochs)
   at_epoch = max(2, math.floor(sized.optimizer.warmup_epochs))
-  return sized, Refit(budget_seconds, compile_seconds, at_epoch if at_epoch < epochs else 0)
+  return sized, Refit(budget_seconds, pace, at_epoch if at_epoch < epochs else 0)

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from fer_flax import fer2013
 from fer_flax.errors import UserError
@@ -29,6 +30,31 @@ def preprocess(images: jnp.ndarray) -> jnp.ndarray:
 def _batch_norm(train: bool, dtype: Any) -> functools.partial:
   """The batch norm every zoo model uses: batch statistics in training, running ones otherwise."""
   return functools.partial(BatchNorm, use_running_average=not train, momentum=0.9, dtype=dtype)
+
+
+def _bins(n: int, size: int) -> np.ndarray:
+  """[size, n]: row i averages input cells floor(i n / size) to ceil((i + 1) n / size) - 1."""
+  weights = np.zeros((size, n), np.float32)
+  for i in range(size):
+    start, stop = i * n // size, -(-(i + 1) * n // size)
+    weights[i, start:stop] = 1 / (stop - start)
+  return weights
+
+
+def flatten_grid(x: jnp.ndarray, num_pools: int) -> jnp.ndarray:
+  """[B, H, W, C] features flattened from the grid a 48x48 face leaves after `num_pools` 2x2 pools.
+
+  A smaller face's grid is first average-pooled onto that one (PyTorch's AdaptiveAvgPool2d bins),
+  so that a flattening head also takes the smaller faces of progressive resizing; at 48x48 this
+  is the plain flatten, and the model, its checkpoints and exports stay as they were.
+  """
+  size = fer2013.IMAGE_SIZE
+  for _ in range(num_pools):
+    size //= 2
+  b, h, w, _ = x.shape
+  if (h, w) != (size, size):
+    x = jnp.einsum('ih,jw,bhwc->bijc', _bins(h, size), _bins(w, size), x).astype(x.dtype)
+  return x.reshape((b, -1))
 
 
 def _layers(dtype: Any) -> tuple[functools.partial, functools.partial]:
@@ -55,7 +81,7 @@ class SeedCNN(nn.Module):
     for width in self.features:
       x = nn.relu(conv(width, (3, 3), padding='SAME')(x))
       x = max_pool_2x2(x)
-    x = x.reshape((x.shape[0], -1))
+    x = flatten_grid(x, len(self.features))
     x = nn.relu(dense(self.hidden)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return dense(self.num_classes)(x).astype(jnp.float32)
@@ -78,7 +104,7 @@ class VGG(nn.Module):
       for width in stage:
         x = nn.relu(norm()(conv(width, (3, 3), padding='SAME', use_bias=False)(x)))
       x = max_pool_2x2(x)
-    x = x.reshape((x.shape[0], -1))
+    x = flatten_grid(x, len(self.stages))
     for width in self.hidden:
       x = nn.relu(dense(width)(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from fer_flax import augment, fer2013, models, optim
+from fer_flax import augment, fer2013, models, optim, progressive
 from fer_flax.sharding import Batch, Parallel
 
 Metrics = dict[str, jax.Array]
@@ -61,13 +61,16 @@ def initial_state(config: ml_collections.ConfigDict, model: Any, schedule: optax
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
-               config: ml_collections.ConfigDict) -> tuple[TrainState, Metrics]:
+               config: ml_collections.ConfigDict,
+               image_size: int = fer2013.IMAGE_SIZE) -> tuple[TrainState, Metrics]:
   """One optimizer step on a global batch; metrics are sums, so they add up exactly.
 
-  Augmentation, mixup/CutMix, label smoothing and the weights' moving average follow `config`.
+  Augmentation, mixup/CutMix, label smoothing and the weights' moving average follow `config`;
+  the augmented faces are downsampled to `image_size` (progressive resizing).
   """
   dropout_rng, augment_rng, mix_rng = jax.random.split(jax.random.fold_in(rng, state.step), 3)
   images = augment.augment_images(models.preprocess(batch['image']), augment_rng, config.augment)
+  images = progressive.resize(images, image_size)
   targets = jax.nn.one_hot(batch['label'], fer2013.NUM_CLASSES)
   targets = optax.smooth_labels(targets, config.label_smoothing)
   images, targets = augment.mix(images, targets, mix_rng, config.augment)
@@ -92,14 +95,15 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
   return state, {'loss': loss.sum(), 'correct': correct.sum(), 'count': jnp.float32(loss.size)}
 
 
-def train_steps(state: TrainState, batches: Batch, rng: jax.Array, *,
-                config: ml_collections.ConfigDict, unroll: bool) -> tuple[TrainState, Metrics]:
+def train_steps(state: TrainState, batches: Batch, rng: jax.Array,
+                image_size: int = fer2013.IMAGE_SIZE, *, config: ml_collections.ConfigDict,
+                unroll: bool) -> tuple[TrainState, Metrics]:
   """One train step per batch of `batches` ([steps, batch, ...]) in one compiled call.
 
   `unroll` writes the steps out instead of looping: XLA:CPU runs a step inside a while loop far
   slower (README, Speed), and `scan(unroll=True)` still loops when there is one step.
   """
-  step = functools.partial(train_step, config=config)
+  step = functools.partial(train_step, config=config, image_size=image_size)
   num_steps = batches['label'].shape[0]
   if not unroll and num_steps > 1:
     state, metrics = jax.lax.scan(lambda s, batch: step(s, batch, rng), state, batches)
@@ -112,14 +116,15 @@ def train_steps(state: TrainState, batches: Batch, rng: jax.Array, *,
 
 
 def compile_train_steps(config: ml_collections.ConfigDict, parallel: Parallel) -> Callable:
-  """`train_steps` jitted for the mesh: (state, stacked batches, rng) -> (state, metrics).
+  """`train_steps` jitted for the mesh: (state, stacked batches, rng[, image size]) -> (state,
+  metrics); each image size compiles once.
 
   The state's buffers are donated: the step updates it in place.
   """
   return parallel.jit(functools.partial(train_steps, config=config, unroll=parallel.on_cpu),
                       in_shardings=(parallel.replicated, parallel.stacked, parallel.replicated),
                       out_shardings=(parallel.replicated, parallel.replicated),
-                      donate_argnums=(0,))
+                      static_argnums=(3,), donate_argnums=(0,))
 
 
 def tta_log_probs(apply_fn: Callable, variables: dict[str, Any], images: jax.Array,

@@ -13,8 +13,8 @@ import optax
 from absl import logging
 from etils import epath
 
-from fer_flax import (budget, evaluate, inputs, models, optim, preemption, steps, timing,
-                      workdirs, writers)
+from fer_flax import (budget, evaluate, inputs, models, optim, preemption, progressive, steps,
+                      timing, workdirs, writers)
 from fer_flax.errors import UserError
 from fer_flax.sharding import Parallel
 
@@ -101,6 +101,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   workdirs.check_or_save_config(config, workdir, resuming=bool(start_step))
   steps_per_epoch = feed.steps_per_epoch
   total_steps = steps_per_epoch * config.num_epochs
+  image_sizes = progressive.epoch_sizes(config)
   split = config.data.eval_split
 
   model = models.create_model(config.model)
@@ -128,7 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   with preemption.Watch() as watch:
     while (batches := next(calls, None)) is not None:
       call += 1
-      state, metrics = train_step(state, batches, rng)
+      state, metrics = train_step(state, batches, rng, image_sizes[step // steps_per_epoch])
       previous, step = step, step + batches['label'].shape[0]
       window.add(metrics)
 
@@ -173,6 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if end_of_epoch and (resized := refit(config, step // steps_per_epoch, clock.elapsed())):
         config = resized
         schedule, state, total_steps = _resized(config, state, workdir, steps_per_epoch)
+        image_sizes = progressive.epoch_sizes(config)
         calls = feed.batches(step, total_steps)
       window.resume()
 

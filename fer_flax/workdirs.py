@@ -25,7 +25,7 @@ _RELOCATABLE_FIELDS = ('data.path', 'data.tfds_data_dir', 'data.prefetch', 'step
 # Fields added after runs were made with configs that lack them, and the value those runs used.
 _ADDED_FIELDS = {'data.pipeline': 'tfds', 'optimizer.reference_batch_size': 0,
                  'time_budget_minutes': 0.0, 'augment.blur_probability': 0.0,
-                 'augment.blur_sigma': 1.0}
+                 'augment.blur_sigma': 1.0, 'progressive.sizes': [], 'progressive.fractions': []}
 
 
 def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:

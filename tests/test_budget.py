@@ -2,6 +2,7 @@
 end of the warm-up, and a resumed run keeps that size."""
 
 import json
+import re
 import time
 
 import jax
@@ -12,21 +13,39 @@ from fer_flax import budget, train, writers
 from tests import conftest
 
 
+def _pace(**epoch_seconds):
+  """A Pace from sizes written s48=50.0, each compiling in 10 s."""
+  sizes = {int(k[1:]): v for k, v in epoch_seconds.items()}
+  return budget.Pace(sizes, {size: 10.0 for size in sizes})
+
+
 def test_the_epochs_that_fit_leave_the_reserve_the_time_gone_and_a_recompile():
+  config = conftest.tiny_config('', '', num_epochs=30)
   # 600 s less 5% is 570 s; 30 s are gone and 10 s recompile: 530 s hold 10 epochs of 50 s.
-  assert budget.epochs_that_fit(600, 30, 10, 50) == 10
-  assert budget.epochs_that_fit(600, 590, 10, 50) == 1  # never none
+  assert budget.epochs_that_fit(600, 30, _pace(s48=50.0), config) == 10
+  assert budget.epochs_that_fit(600, 590, _pace(s48=50.0), config) == 1  # never none
+  assert budget.epochs_that_fit(600, 590, _pace(s48=50.0), config, done=4) == 5
+
+
+def test_progressive_epochs_are_paced_at_their_own_sizes():
+  config = conftest.tiny_config('', '', num_epochs=30, **{'progressive.sizes': (32,),
+                                                         'progressive.fractions': (0.5,)})
+  # 540 s left, two sizes to compile (20 s): 13 epochs, 7 of 25 s and 6 of 50 s, take 475 s;
+  # 14 would take 525 s.
+  assert budget.epochs_that_fit(600, 30, _pace(s48=50.0, s32=25.0), config) == 13
+  # Past the small epochs only the full size is left to compile: 570 - 400 - 10 hold 3 of 50 s.
+  assert budget.epochs_that_fit(600, 400, _pace(s48=50.0, s32=25.0), config, done=10) == 13
 
 
 def test_the_refit_paces_the_epochs_after_the_first_at_its_epoch_only():
   config = conftest.tiny_config('', '', num_epochs=30, time_budget_minutes=60)
-  refit = budget.Refit(3600, 10, at_epoch=5)
+  refit = budget.Refit(3600, _pace(s48=80.0), at_epoch=5)
   assert refit(config, 1, 160.0) is None  # the first epoch compiled: not paced
   assert all(refit(config, epoch, 60.0 + 100 * epoch) is None for epoch in (2, 3, 4))
   # Epochs 2-5 took 100 s each; 3420 s less 560 gone and 10 to recompile hold 28 more.
   assert refit(config, 5, 560.0).num_epochs == 5 + 28
   assert budget.Refit()(config, 1, 1.0) is None and budget.Refit()(config, 5, 5.0) is None
-  resumed = budget.Refit(3600, 10, at_epoch=5)  # never saw its first epoch end
+  resumed = budget.Refit(3600, _pace(s48=80.0), at_epoch=5)  # never saw its first epoch end
   assert resumed(config, 5, 560.0) is None
 
 
@@ -50,7 +69,7 @@ def test_a_refit_run_equals_one_sized_so_from_the_start(small_archive, tfds_dir,
                                                         monkeypatch):
   # Three epochs fit at the start, and three more after the warm-up's two: the run trains five.
   # Its warm-up kept its steps, so the learning rates before the refit stay what they were.
-  monkeypatch.setattr(budget, 'epochs_that_fit', lambda *args: 3)
+  monkeypatch.setattr(budget, 'epochs_that_fit', lambda *args, done=0: done + 3)
   config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=3, time_budget_minutes=1,
                                 **{'optimizer.warmup_epochs': 2.0, 'optimizer.schedule': 'onecycle',
                                    'data.pipeline': 'memory'})
@@ -66,3 +85,16 @@ def test_a_refit_run_equals_one_sized_so_from_the_start(small_archive, tfds_dir,
   assert refit.step == plain.step
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                refit.params, plain.params)
+
+
+def test_a_budget_times_each_progressive_size_and_sizes_the_run(small_archive, tfds_dir,
+                                                                  tmp_path, caplog):
+  config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=4, time_budget_minutes=0.25,
+                                **{'progressive.sizes': (24,), 'progressive.fractions': (0.5,),
+                                   'data.pipeline': 'memory'})
+  with caplog.at_level('INFO'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert re.search(r'an epoch takes [\d.]+ s at 48x48, [\d.]+ s at 24x24', caplog.text)
+  epochs = json.loads((tmp_path / 'config.json').read_text())['num_epochs']
+  evaluations = [r for r in writers.read_run_metrics(tmp_path) if r['split'] == 'public_test']
+  assert len(evaluations) == epochs

@@ -386,3 +386,24 @@ def test_a_diverging_run_stops_with_one_line_naming_the_steps_and_keeps_its_good
   for step in saved:
     variables = workdirs.restore_variables(tmp_path, step)[1]
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
+
+
+def test_each_epoch_trains_at_its_progressive_size(small_archive, tfds_dir, tmp_path, monkeypatch):
+  sizes, compile_train_steps = [], steps.compile_train_steps
+
+  def recording(*args):
+    train_steps = compile_train_steps(*args)
+
+    def call(state, batches, rng, image_size):
+      sizes.extend([image_size] * batches['label'].shape[0])
+      return train_steps(state, batches, rng, image_size)
+    return call
+
+  monkeypatch.setattr(steps, 'compile_train_steps', recording)
+  config = conftest.tiny_config(small_archive, tfds_dir, num_epochs=3,
+                                **{'progressive.sizes': (24, 32),
+                                   'progressive.fractions': (0.3, 0.3),
+                                   'data.pipeline': 'memory'})
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert sizes == [24] * 17 + [32] * 17 + [48] * 17 and int(state.step) == 51
+  assert len(_records(tmp_path, 'public_test')) == 3  # evaluated at 48x48 after every epoch
