@@ -44,17 +44,9 @@ class Pace:
   def __init__(self, epoch_seconds: dict[int, float], compile_seconds: dict[int, float]):
     self.epoch_seconds, self.compile_seconds = epoch_seconds, compile_seconds
 
-  def seconds(self, config: ml_collections.ConfigDict, num_epochs: int, start: int = 0,
-              stop: int | None = None) -> float:
-    """Epochs `start` to `stop` of the run sized to `num_epochs`."""
-    sizes = progressive.epoch_sizes(config, num_epochs)[start:stop]
+  def seconds(self, sizes: list[int]) -> float:
+    """Epochs at these sizes, one after another."""
     return sum(self.epoch_seconds[size] for size in sizes)
-
-  def recompile_seconds(self, config: ml_collections.ConfigDict, num_epochs: int,
-                        start: int) -> float:
-    """Compiling, once, each size that the epochs from `start` train at."""
-    sizes = set(progressive.epoch_sizes(config, num_epochs)[start:])
-    return sum(self.compile_seconds[size] for size in sizes)
 
   def scaled(self, factor: float) -> Pace:
     return Pace({k: v * factor for k, v in self.epoch_seconds.items()}, self.compile_seconds)
@@ -67,8 +59,8 @@ def epochs_that_fit(budget_seconds: float, elapsed_seconds: float, pace: Pace,
   left = budget_seconds * (1 - RESERVE) - elapsed_seconds
 
   def fits(epochs: int) -> bool:
-    return (pace.seconds(config, epochs, done)
-            + pace.recompile_seconds(config, epochs, done)) <= left
+    sizes = progressive.epoch_sizes(config, epochs)[done:]  # each size compiles once
+    return pace.seconds(sizes) + sum(pace.compile_seconds[size] for size in set(sizes)) <= left
 
   low, high = done + 1, done + 2 + math.ceil(max(left, 0) / min(pace.epoch_seconds.values()))
   while high - low > 1:  # fits(low) or low == done + 1; not fits(high); time grows with epochs
@@ -104,7 +96,7 @@ class Refit:
     if epoch != self._at_epoch or self._first_epoch_end is None:
       return None
     took = elapsed_seconds - self._first_epoch_end
-    factor = took / self._pace.seconds(config, config.num_epochs, 1, epoch)
+    factor = took / self._pace.seconds(progressive.epoch_sizes(config)[1:epoch])
     epochs = _agreed(epochs_that_fit(self._budget_seconds, elapsed_seconds,
                                      self._pace.scaled(factor), config, done=epoch))
     logging.info('time budget %g min: epochs 2-%d took %.1f s each (%.2f times the measured '

@@ -48,9 +48,7 @@ def flatten_grid(x: jnp.ndarray, num_pools: int) -> jnp.ndarray:
   so that a flattening head also takes the smaller faces of progressive resizing; at 48x48 this
   is the plain flatten, and the model, its checkpoints and exports stay as they were.
   """
-  size = fer2013.IMAGE_SIZE
-  for _ in range(num_pools):
-    size //= 2
+  size = fer2013.IMAGE_SIZE >> num_pools  # each pool halves, dropping an odd row
   b, h, w, _ = x.shape
   if (h, w) != (size, size):
     x = jnp.einsum('ih,jw,bhwc->bijc', _bins(h, size), _bins(w, size), x).astype(x.dtype)
