@@ -6,6 +6,10 @@ first use, so `import fer_flax.fer2013` stays light.
 
 from typing import Any
 
+from fer_flax import platforms
+
+platforms.skip_absent_tpu()
+
 
 def __getattr__(name: str) -> Any:
   if name in ('Predictor', 'Face'):

@@ -29,20 +29,12 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from fer_flax import fer2013, inputs, models, optim
+from fer_flax import chips, fer2013, inputs, models, optim
 from fer_flax import steps as steps_lib
 from fer_flax.errors import UserError, exits_on_user_error
 from fer_flax.sharding import Parallel
 
 FLAGS = flags.FLAGS
-# Dense bfloat16 peak FLOP/s of one JAX device, from the vendors' datasheets (no sparsity), by a
-# fragment of `device_kind`; the first match counts. TPU v2/v3 devices are single cores.
-BF16_PEAK_FLOPS = (
-    ('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12), ('H200', 989e12),
-    ('GH200', 989e12), ('B200', 2250e12), ('A100', 312e12), ('L40S', 362e12), ('L4', 121e12),
-    ('A10G', 70e12), ('TPU v6 lite', 918e12), ('TPU v5 lite', 197e12), ('TPU v5p', 459e12),
-    ('TPU v5', 459e12), ('TPU v4', 275e12), ('TPU v3', 61.5e12), ('TPU v2', 22.5e12),
-)
 PEER_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'keras_seed_cnn.py'
 
 
@@ -76,11 +68,6 @@ def _flops(jitted, *args) -> float:
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
   return float((analysis or {}).get('flops', 0.0))
-
-
-def bf16_peak_flops(device_kind: str) -> float | None:
-  """The chip's dense bfloat16 peak FLOP/s, where this table knows it."""
-  return next((peak for fragment, peak in BF16_PEAK_FLOPS if fragment in device_kind), None)
 
 
 def _train(config: ml_collections.ConfigDict, parallel: Parallel, steps: int,
@@ -197,7 +184,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int,
   report['train'] = _train(config, parallel, steps, ours)
   state = report['train'].pop('_state')
   report['eval'] = _evaluate(config, parallel, state)
-  peak = bf16_peak_flops(device.device_kind)
+  peak = getattr(chips.chip(device.device_kind), 'bf16_flops', None)
   for part in (report['train'], report['eval']):
     part['flops_per_sec'] = part['flops_per_image'] * part['images_per_sec']
     if peak:  # The whole mesh's share of its chips' peak.

@@ -28,6 +28,9 @@ EMOTIONS = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')
 NUM_CLASSES = len(EMOTIONS)
 IMAGE_SIZE = 48
 SPLITS = ('train', 'public_test', 'private_test', 'test')
+# Examples in each split of FER2013 (the original CSV; the Kaggle archive's test/ holds both test
+# splits): what shapes the programs compiled ahead of time, without the data (`aot`).
+SPLIT_SIZES = {'train': 28_709, 'public_test': 3_589, 'private_test': 3_589, 'test': 7_178}
 
 _IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
 _PREFIX_SPLITS = (('PublicTest_', 'public_test'), ('PrivateTest_', 'private_test'))

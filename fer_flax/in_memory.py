@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fer_flax import fer2013
 from fer_flax.errors import UserError
-from fer_flax.sharding import Batch, Parallel
+from fer_flax.sharding import Batch, Parallel, full_batches
 
 
 def load_split(source: fer2013.Source, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +42,43 @@ def _on_devices(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
+def permutation_program(mesh: jax.sharding.Mesh, per_device: int) -> Callable:
+  """Compiled `(seed, epoch) -> order`: each device's shuffle of its own `per_device` examples,
+  from a key that depends only on (seed, epoch, device)."""
+
+  def local(seed, epoch):
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch),
+                             jax.lax.axis_index('data'))
+    return jax.random.permutation(key, per_device).astype(jnp.int32)
+
+  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P()), out_specs=P('data')))
+
+
+def gather_program(mesh: jax.sharding.Mesh, device_batch_size: int) -> Callable:
+  """Compiled `(arrays, order, index, num_steps) -> batches`: each device gathers batches `index`
+  to `index + num_steps` of its own examples in `order`, stacked [steps, batch, ...]; `num_steps`
+  is static."""
+
+  def local(arrays, order, index, num_steps):
+    rows = jax.lax.dynamic_slice_in_dim(order, index * device_batch_size,
+                                        num_steps * device_batch_size)
+    rows = rows.reshape(num_steps, device_batch_size)
+    return {k: v[rows] for k, v in arrays.items()}
+
+  def gather(arrays, order, index, num_steps):
+    return jax.shard_map(functools.partial(local, num_steps=num_steps), mesh=mesh,
+                         in_specs=(P('data'), P('data'), P()),
+                         out_specs=P(None, 'data'))(arrays, order, index)
+
+  return jax.jit(gather, static_argnums=3)
+
+
+def call_lengths(steps_per_epoch: int, steps_per_call: int) -> list[int]:
+  """The distinct numbers of steps the calls of an epoch take (each compiles its own program)."""
+  full = min(steps_per_call, steps_per_epoch)
+  return [full] + ([steps_per_epoch % full] if steps_per_epoch % full else [])
+
+
 class TrainFeed:
   """A training split sharded over the mesh, yielding `steps_per_call` batches at a time.
 
@@ -54,9 +91,8 @@ class TrainFeed:
     if steps_per_call < 1:
       raise UserError(f'config.steps_per_call={steps_per_call}; use 1 or more')
     mesh = parallel.mesh
-    self.device_batch_size = global_batch_size // mesh.size
     self.per_device = len(images) // mesh.size
-    self.steps_per_epoch = self.per_device // self.device_batch_size
+    self.steps_per_epoch = full_batches(len(images), global_batch_size, mesh.size)
     if self.steps_per_epoch == 0:
       raise UserError(f'the training split has too few examples ({len(images)}) for one batch of '
                       f'config.batch_size={global_batch_size}; lower the batch size')
@@ -65,33 +101,12 @@ class TrainFeed:
                    'label': _on_devices(labels[:used], parallel.data)}
     self.steps_per_call = steps_per_call
     self._seed = seed
-    self._permutation = jax.jit(jax.shard_map(
-        self._local_permutation, mesh=mesh, in_specs=(P(), P()), out_specs=P('data')))
-    self._gather = jax.jit(self._gather_calls(mesh), static_argnums=3)
-
-  def _local_permutation(self, seed: jax.Array, epoch: jax.Array) -> jax.Array:
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch),
-                             jax.lax.axis_index('data'))
-    return jax.random.permutation(key, self.per_device).astype(jnp.int32)
+    self._permutation = permutation_program(mesh, self.per_device)
+    self._gather = gather_program(mesh, global_batch_size // mesh.size)
 
   def permutation(self, epoch: int) -> jax.Array:
     """Every device's order of its own examples in `epoch`, sharded like the data."""
     return self._permutation(jnp.uint32(self._seed), jnp.int32(epoch))
-
-  def _gather_calls(self, mesh: jax.sharding.Mesh):
-    size = self.device_batch_size
-
-    def local(arrays, order, index, num_steps):
-      rows = jax.lax.dynamic_slice_in_dim(order, index * size, num_steps * size)
-      rows = rows.reshape(num_steps, size)
-      return {k: v[rows] for k, v in arrays.items()}
-
-    def gather(arrays, order, index, num_steps):
-      return jax.shard_map(functools.partial(local, num_steps=num_steps), mesh=mesh,
-                           in_specs=(P('data'), P('data'), P()),
-                           out_specs=P(None, 'data'))(arrays, order, index)
-
-    return gather
 
   def gather(self, permutation: jax.Array, index: int, num_steps: int) -> Batch:
     """Batches `index` to `index + num_steps` of the epoch `permutation` orders, stacked."""

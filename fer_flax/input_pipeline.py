@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from fer_flax.errors import UserError
-from fer_flax.sharding import Batch as DeviceBatch, Parallel
+from fer_flax.sharding import Batch as DeviceBatch, Parallel, full_batches
 
 # The accelerators belong to JAX; tf.data runs on the host.
 tf.config.set_visible_devices([], 'GPU')
@@ -52,8 +52,9 @@ class TrainData:
   def __init__(self, builder: tfds.core.DatasetBuilder, split: str, global_batch_size: int,
                seed: int, process_index: int, process_count: int):
     self.local_batch_size = _local_batch_size(global_batch_size, process_count, 'batch_size')
-    self._local_examples = num_examples(builder, split) // process_count
-    self.steps_per_epoch = self._local_examples // self.local_batch_size
+    total = num_examples(builder, split)
+    self._local_examples = total // process_count
+    self.steps_per_epoch = full_batches(total, global_batch_size, process_count)
     if self.steps_per_epoch == 0:
       raise UserError(f'split {split!r} has too few examples for one batch of config.batch_size='
                       f'{global_batch_size}; lower the batch size')

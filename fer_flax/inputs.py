@@ -38,10 +38,14 @@ def tensorflow_available() -> bool:
              for name in ('tensorflow', 'tensorflow_datasets'))
 
 
-def _check(pipeline: str) -> None:
+def _check_name(pipeline: str) -> None:
   if pipeline not in PIPELINES:
     raise UserError(f'unknown input pipeline {pipeline!r} in config.data.pipeline; '
                     'choose tfds (tf.data) or memory (on the devices, no TensorFlow)')
+
+
+def _check(pipeline: str) -> None:
+  _check_name(pipeline)
   if pipeline == 'tfds' and not tensorflow_available():
     raise UserError('config.data.pipeline=tfds needs TensorFlow and tensorflow-datasets, which '
                     'cannot be imported here; add --config.data.pipeline=memory (no TensorFlow), '
@@ -52,12 +56,18 @@ def _process() -> dict[str, int]:
   return dict(process_index=jax.process_index(), process_count=jax.process_count())
 
 
-def _check_training(config: ml_collections.ConfigDict) -> None:
-  """The training input's settings, checked before any data is opened."""
-  _check(config.data.pipeline)
+def check_settings(config: ml_collections.ConfigDict) -> None:
+  """The training input's settings that can be checked without the data or TensorFlow."""
+  _check_name(config.data.pipeline)
   if config.data.pipeline == 'tfds' and config.steps_per_call != 1:
     raise UserError(f'config.steps_per_call={config.steps_per_call} needs the in-memory input: '
                     'add --config.data.pipeline=memory, or set steps_per_call to 1')
+
+
+def _check_training(config: ml_collections.ConfigDict) -> None:
+  """The training input's settings, checked before any data is opened."""
+  _check(config.data.pipeline)
+  check_settings(config)
 
 
 def _open(config: ml_collections.ConfigDict, pipeline: str):

@@ -19,6 +19,12 @@ from fer_flax.errors import UserError
 Batch = dict[str, jax.Array]
 
 
+def full_batches(num_examples: int, global_batch_size: int, num_shards: int) -> int:
+  """Full global batches in an epoch whose `num_shards` shards (devices or processes) each batch
+  only their own equal share of the examples."""
+  return (num_examples // num_shards) // (global_batch_size // num_shards)
+
+
 class Parallel:
   """The mesh of `devices` (default: all of them), its shardings, and `jit` for it.
 

@@ -36,9 +36,9 @@ class TrainState(train_state.TrainState):
     return self.ema or {'params': self.params, 'batch_stats': self.batch_stats}
 
 
-def create_train_state(model: Any, tx: optax.GradientTransformation, rng: jax.Array,
-                       parallel: Parallel, ema: bool = False) -> TrainState:
-  """Initialises parameters (batch-norm statistics, moving average) replicated on the mesh."""
+def state_initializer(model: Any, tx: optax.GradientTransformation,
+                      ema: bool = False) -> Callable[[jax.Array], TrainState]:
+  """`init(rng) -> TrainState`: parameters, batch-norm statistics and their moving average."""
   size = fer2013.IMAGE_SIZE
 
   def init(rng):
@@ -47,7 +47,13 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, rng: jax.Ar
     return TrainState.create(apply_fn=model.apply, tx=tx, **variables,
                              ema=jax.tree.map(jnp.copy, variables) if ema else {})
 
-  return parallel.jit(init, out_shardings=parallel.replicated)(rng)
+  return init
+
+
+def create_train_state(model: Any, tx: optax.GradientTransformation, rng: jax.Array,
+                       parallel: Parallel, ema: bool = False) -> TrainState:
+  """Initialises parameters (batch-norm statistics, moving average) replicated on the mesh."""
+  return parallel.jit(state_initializer(model, tx, ema), out_shardings=parallel.replicated)(rng)
 
 
 def initial_state(config: ml_collections.ConfigDict, model: Any, schedule: optax.Schedule,
