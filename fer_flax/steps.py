@@ -139,9 +139,13 @@ def tta_log_probs(apply_fn: Callable, variables: dict[str, Any], images: jax.Arr
   images = models.preprocess(images)
   views = augment.tta_views(images, tta)
   num_views, batch_size = views.shape[:2]
-  logits = apply_fn(variables, views.reshape(-1, *images.shape[1:]), train=False)
-  log_probs = jax.nn.log_softmax(logits).reshape(num_views, batch_size, -1)
-  return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(num_views)
+  # A face's views side by side ([B * V] rows, face-major) stay on the device that holds the face;
+  # folding the view axis into a sharded batch axis would have every device evaluate every view
+  # of the whole batch (fer_flax.aot showed it: 256 devices each doing the whole batch's work).
+  rows = jnp.swapaxes(views, 0, 1).reshape(-1, *images.shape[1:])
+  log_probs = jax.nn.log_softmax(apply_fn(variables, rows, train=False))
+  log_probs = log_probs.reshape(batch_size, num_views, -1)
+  return jax.nn.logsumexp(log_probs, axis=1) - jnp.log(num_views)
 
 
 def eval_step(variables: dict[str, Any], batch: Batch, *, apply_fn: Callable,

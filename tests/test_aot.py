@@ -39,7 +39,7 @@ def one_host():
 
 @pytest.fixture(scope='module')
 def four_hosts():
-  return aot.check(_config(), 'v5litepod-16', tta_modes=('none',))
+  return aot.check(_config(), 'v5litepod-16', tta_modes=('flip',))
 
 
 def _program(report, name):
@@ -83,6 +83,14 @@ def test_twice_the_chips_for_the_same_batch_hold_half_of_it_and_the_same_state(o
   eight_train, sixteen_train = _program(one_host, name), _program(four_hosts, name)
   assert eight_train['argument_bytes'] > sixteen_train['argument_bytes']
   assert 0.4 < sixteen_train['flops'] / eight_train['flops'] < 0.6
+
+
+def test_each_chip_evaluates_only_the_views_of_its_own_faces(four_hosts):
+  """Test-time views stay data-parallel: a chip does twice its share for two views, not every
+  view of the whole batch (16 times its share here, as it did before steps.tta_log_probs kept a
+  face's views on its chip)."""
+  none = _program(four_hosts, 'evaluation, tta=none')['flops']
+  assert none < _program(four_hosts, 'evaluation, tta=flip')['flops'] <= 2.2 * none
 
 
 def test_a_call_of_n_steps_costs_what_one_step_does(one_host):
