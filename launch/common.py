@@ -12,7 +12,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,10 +26,10 @@ class Runner:
   def __init__(self, dry_run: bool):
     self.dry_run = dry_run
 
-  def __call__(self, command: Sequence[str]) -> None:
+  def __call__(self, command: Sequence[str], cwd: str | None = None) -> None:
     print(('' if self.dry_run else '+ ') + shlex.join(command), flush=True)
     if not self.dry_run:
-      status = subprocess.run(command, check=False).returncode
+      status = subprocess.run(command, cwd=cwd, check=False).returncode
       if status:
         sys.exit(f'launch: error: {command[0]} exited with status {status}; see its output above')
 
@@ -37,6 +37,9 @@ class Runner:
 class Target(Protocol):
   """What differs between machine kinds."""
   train_flags: list[str]  # fer_flax.main flags every worker adds (multi-process set-up)
+  # A command run on this host, before `train`, that refuses a config the machines cannot run
+  # (args: the train step's); None where there is none.
+  check: Callable[[argparse.Namespace], list[str]] | None
 
   def create(self, args: argparse.Namespace) -> list[str]: ...
   def delete(self, args: argparse.Namespace) -> list[str]: ...
@@ -94,9 +97,17 @@ def main(target: Target, settings: Settings, description: str, jax_extra: str,
                    help='copy this checkout (its last commit) and FER2013 to every worker')
   train = steps.add_parser('train', parents=[settings.parser],
                            help='start training on every worker with the same command')
-  train.add_argument('--config', default='configs/best.py')
   train.add_argument('--workdir', help='default: gs://BUCKET/fer_flax/NAME')
-  train.add_argument('overrides', nargs='*', help='more fer_flax.main flags, after --')
+  commands = [train]
+  if target.check:
+    check = steps.add_parser('check', parents=[settings.parser],
+                             help='compile the config for the machines here: does it fit?')
+    train.add_argument('--no-check', action='store_true',
+                       help='start training without the check that `check` runs')
+    commands.append(check)
+  for command in commands:
+    command.add_argument('--config', default='configs/best.py')
+    command.add_argument('overrides', nargs='*', help='more fer_flax.main flags, after --')
   steps.add_parser('logs', parents=[settings.parser], help="follow worker 0's training log")
   copy = steps.add_parser('copy', parents=[settings.parser],
                           help="copy worker 0's workdir (one on its own disk) to the bucket")
@@ -104,6 +115,9 @@ def main(target: Target, settings: Settings, description: str, jax_extra: str,
   steps.add_parser('delete', parents=[settings.parser], help='delete the machines')
   args = parser.parse_args(argv)
   run = Runner(args.dry_run)
+  if args.step == 'check':
+    run(target.check(args), cwd=REPO)
+    return
   settings.require(args, 'project', 'zone', 'name')
 
   if args.step == 'create':
@@ -118,6 +132,8 @@ def main(target: Target, settings: Settings, description: str, jax_extra: str,
                          f'gcloud storage cp {shlex.quote(data)} ~/{DATA_NAME}', all_workers=True))
   elif args.step == 'train':
     settings.require(args, 'bucket')
+    if target.check and not args.no_check:
+      run(target.check(args), cwd=REPO)
     args.workdir = args.workdir or f'gs://{args.bucket}/fer_flax/{args.name}'
     run(target.ssh(args, _train_command(args, target), all_workers=True))
   elif args.step == 'logs':

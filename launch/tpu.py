@@ -3,13 +3,16 @@
   export PROJECT_ID=my-project ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 TPU_NAME=fer BUCKET=my-bucket
   python launch/tpu.py create
   python launch/tpu.py install                # this checkout's last commit, jax[tpu], FER2013
+  python launch/tpu.py check --config=configs/best.py   # compiles it for the slice here
   python launch/tpu.py train --config=configs/best.py -- --config.seed=1
   python launch/tpu.py logs
   python launch/tpu.py delete
 
 Every worker runs the same command; JAX finds the other workers of the slice itself
 (--config.distributed.initialize=True). The workdir defaults to gs://BUCKET/fer_flax/TPU_NAME, which
-every worker can reach, as a multi-host checkpoint needs. --dry-run prints the commands instead.
+every worker can reach, as a multi-host checkpoint needs. `train` first compiles the config for the
+slice on this host (`check`: `python -m fer_flax.aot`, the `tpu` extra) and stops there if it cannot
+run on it; --no-check skips that. --dry-run prints the commands instead.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ class CloudTpu:
   @staticmethod
   def _where(args: argparse.Namespace) -> list[str]:
     return [f'--project={args.project}', f'--zone={args.zone}']
+
+  def check(self, args: argparse.Namespace) -> list[str]:
+    """fer_flax.aot here, for the slice and with the flags `train` gives every worker."""
+    return [sys.executable, '-m', 'fer_flax.aot', f'--config={args.config}',
+            f'--accelerator_type={args.accelerator_type}', *self.train_flags, *args.overrides]
 
   def create(self, args: argparse.Namespace) -> list[str]:
     spot = ['--spot'] if args.spot else []

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from fer_flax import platforms
 from tests import conftest
 
 _SETTINGS = {'PROJECT_ID': 'my-project', 'ZONE': 'us-central2-b', 'TPU_NAME': 'fer-tpu',
@@ -34,6 +35,8 @@ def _launch(tmp_path, script, args, **env):
 @pytest.mark.parametrize('script', ['tpu', 'gpu'])
 @pytest.mark.parametrize('step', _STEPS, ids=lambda s: s[0])
 def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path, script, step):
+  if script == 'tpu' and step[0] == 'train':  # the check compiles here (see the tests below)
+    step = [step[0], '--no-check', *step[1:]]
   result, calls = _launch(tmp_path, script, [step[0], '--dry-run', *step[1:]], **_SETTINGS)
   assert result.returncode == 0, result.stderr
   assert calls == []
@@ -88,3 +91,29 @@ def test_a_failing_command_stops_the_step_with_its_status(tmp_path):
       text=True, timeout=60, env={'PATH': f'{bin_dir}:{os.environ["PATH"]}', **_SETTINGS})
   assert result.returncode == 1
   assert 'launch: error: gcloud exited with status 3' in result.stderr
+
+
+def test_tpu_train_first_compiles_the_config_for_the_slice_with_the_same_flags(tmp_path):
+  result, _ = _launch(tmp_path, 'tpu', ['train', '--dry-run', '--config=configs/best.py', '--',
+                                        '--config.seed=3'], **_SETTINGS)
+  check, train = result.stdout.splitlines()
+  assert shlex.split(check)[1:] == [
+      '-m', 'fer_flax.aot', '--config=configs/best.py', '--accelerator_type=v4-32',
+      '--config.distributed.initialize=True', '--config.data.pipeline=memory',
+      '--config.steps_per_call=10', '--config.seed=3']
+  assert train.startswith('gcloud compute tpus tpu-vm ssh')
+
+
+@pytest.mark.skipif(not platforms.libtpu_installed(), reason="needs libtpu: the 'tpu' extra")
+def test_a_config_the_slice_cannot_run_never_reaches_it(tmp_path):
+  """`check` compiles for real here; `train` stops at a config that cannot run on the slice."""
+  result, calls = _launch(tmp_path, 'tpu', ['check', '--config=configs/tiny.py', '--',
+                                            '--config.batch_size=16', '--config.eval_batch_size=16',
+                                            '--tta=none'],
+                          **{**_SETTINGS, 'ACCELERATOR_TYPE': 'v5litepod-4'})
+  assert result.returncode == 0, result.stderr
+  assert 'v5litepod-4 (v5e:2x2): 4 x TPU v5 lite' in result.stdout and calls == []
+  result, calls = _launch(tmp_path, 'tpu', ['train', '--config=configs/tiny.py'], **_SETTINGS)
+  assert result.returncode == 1 and calls == []  # batch 8 over v4-32's 16 chips
+  assert 'fer_flax: error: config.batch_size=8 is not divisible by the 16 devices' in result.stderr
+  assert 'launch: error:' in result.stderr
