@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import fer_flax  # pylint: disable=unused-import  # First: JAX on the CPU, quietly, beside libtpu.
 import jax
 import jax.numpy as jnp
 import numpy as np
