@@ -40,8 +40,12 @@ FLAGS = flags.FLAGS
 _EVAL = 'evaluation, tta='
 
 
+def _steps(length: int) -> str:
+  return f'{length} step{"s" if length > 1 else ""}'
+
+
 def _train_name(length: int, size: int = fer2013.IMAGE_SIZE) -> str:
-  return f'train call, {length} step{"s" if length > 1 else ""} at {size}x{size}'
+  return f'train call, {_steps(length)} at {size}x{size}'
 
 
 @dataclasses.dataclass
@@ -63,11 +67,6 @@ class Program:
     return self.temp_bytes + self.output_bytes - self.alias_bytes
 
 
-def _missing_libtpu() -> UserError:
-  return UserError("compiling for TPUs needs libtpu, which is not installed here; install the "
-                   "extra that brings it: pip install -e '.[tpu]'")
-
-
 @contextlib.contextmanager
 def _runtime_settings(slice_: chips.TpuSlice) -> Iterator[None]:
   """On a host without TPUs, tells libtpu the slice it would otherwise look up (and complain that
@@ -76,7 +75,7 @@ def _runtime_settings(slice_: chips.TpuSlice) -> Iterator[None]:
   after."""
   settings = {'TPU_ACCELERATOR_TYPE': slice_.accelerator_type, 'TPU_WORKER_HOSTNAMES': 'localhost',
               'ALLOW_MULTIPLE_LIBTPU_LOAD': '1'}
-  added = {k: v for k, v in settings.items() if k not in os.environ and not platforms.has_tpu()}
+  added = {} if platforms.has_tpu() else {k: v for k, v in settings.items() if k not in os.environ}
   os.environ.update(added)
   try:
     yield
@@ -88,7 +87,8 @@ def _runtime_settings(slice_: chips.TpuSlice) -> Iterator[None]:
 def slice_devices(slice_: chips.TpuSlice) -> list[jax.Device]:
   """The slice's devices as the compiler sees them (in process order, as `jax.devices()` is)."""
   if not platforms.libtpu_installed():
-    raise _missing_libtpu()
+    raise UserError("compiling for TPUs needs libtpu, which is not installed here; install the "
+                    "extra that brings it: pip install -e '.[tpu]'")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   options = {'chip_config_name': 'megacore'} if slice_.megacore else {}
   with _runtime_settings(slice_):
@@ -211,11 +211,10 @@ def compile_programs(config: ml_collections.ConfigDict, parallel: Parallel, run:
       batches = _batch((length, config.batch_size), parallel.stacked)
       programs.append(_compile(_train_name(length, size), train,
                                (run.state, batches, run.rng), (size,)))
-  apply_fn = models.create_model(config.model).apply
   batch = _batch((config.eval_batch_size,), parallel.data, mask=True)
   for tta in dict.fromkeys(('none', *tta_modes)):  # training's own evaluation, then the others
-    programs.append(_compile(_EVAL + tta, steps.compile_eval_step(apply_fn, parallel, tta),
-                             (run.state.variables(), batch)))
+    evaluate = steps.compile_eval_step(run.state.apply_fn, parallel, tta)
+    programs.append(_compile(_EVAL + tta, evaluate, (run.state.variables(), batch)))
   if config.data.pipeline == 'memory':
     programs += _input_programs(config, parallel, run)
   return programs
@@ -232,7 +231,7 @@ def _input_programs(config: ml_collections.ConfigDict, parallel: Parallel,
                         jax.ShapeDtypeStruct((), jnp.int32, sharding=scalar)))]
   gather = in_memory.gather_program(mesh, config.batch_size // parallel.num_devices)
   for length in run.call_lengths:
-    programs.append(_compile(f'input: gather {length} step{"s" if length > 1 else ""}', gather,
+    programs.append(_compile(f'input: gather {_steps(length)}', gather,
                              (split, order, jax.ShapeDtypeStruct((), jnp.int32, sharding=scalar)),
                              (length,)))
   return programs

@@ -32,8 +32,7 @@ CHIPS = (
     # Cloud TPU's system-architecture pages.
     Chip('TPU v6 lite', 918e12, 32 * _GIB, 1638 * _G),
     Chip('TPU v5 lite', 197e12, 16 * _GIB, 819 * _G),
-    Chip('TPU v5p', 459e12, 95 * _GIB, 2765 * _G),
-    Chip('TPU v5', 459e12, 95 * _GIB, 2765 * _G),  # v5p's device_kind
+    Chip('TPU v5', 459e12, 95 * _GIB, 2765 * _G),  # v5p's device_kind (after v5 lite's)
     Chip('TPU v4', 275e12, 32 * _GIB, 1200 * _G),
     Chip('TPU v3', 61.5e12), Chip('TPU v2', 22.5e12),
 )

@@ -26,7 +26,7 @@ from launch import common  # pylint: disable=g-import-not-at-top
 class GpuVm:
   """A Compute Engine VM with GPUs (A2/A3 machine types carry theirs), via `gcloud compute`."""
   train_flags = ['--config.data.pipeline=memory', '--config.steps_per_call=10']
-  check = None  # XLA compiles for GPUs only where one is attached (docs/tpu_compile.md)
+  check = None  # fer_flax.aot compiles for TPU slices only (docs/tpu_compile.md, GPUs)
 
   @staticmethod
   def _where(args: argparse.Namespace) -> list[str]:
