@@ -1,4 +1,4 @@
-"""The README's table of configs compiled for Cloud TPU slices: `fer_flax.aot` for each pair.
+"""The table of configs compiled for Cloud TPU slices: `fer_flax.aot` for each pair.
 
   python benchmarks/aot_table.py [--out=DIR] [--configs=fast,best,cpu] \
       [--slices=v5litepod-8,v6e-8,v4-32,v6e-256] [--table_only]

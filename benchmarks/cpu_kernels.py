@@ -5,7 +5,7 @@
 Times the two heavy layers of the step (the 64->128 convolution and the 18432->512 dense
 layer, most of its FLOPs) alone, jitted with `configs/base.py`'s CPU compiler options:
 its forward pass, its input gradient and its kernel gradient, with the FLOP/s each reaches. Then
-each reformulation tried in their place (README, Speed), after checking that it gives the plain
+each reformulation tried in their place (docs/speed.md), after checking that it gives the plain
 layer's values: the kernel gradient as matrix products of the input's shifted copies, the 3x3
 convolution as Winograd F(2x2, 3x3) (2.25x fewer multiplications), the dense layer on YNNPACK's
 dot kernels and as a convolution. The median of `--repeats` calls after one warm call; GFLOP/s
@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable
 
-import fer_flax  # pylint: disable=unused-import  # First: JAX on the CPU, quietly, beside libtpu.
 import jax
 import jax.numpy as jnp
 import numpy as np

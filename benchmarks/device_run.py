@@ -35,17 +35,18 @@ from typing import Any
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fer_flax import timing, writers  # pylint: disable=g-import-not-at-top,wrong-import-position
+from fer_flax import timing
+from fer_flax.train import writers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 STEPS = ('tests', 'benchmark', 'fast', 'best', 'evaluate', 'export', 'summary')
 BENCHMARKED = ('base', 'cpu', 'best', 'fast')
 TARGET = 0.72
 DEVICE_TESTS = (
-    'tests/test_layers.py', 'tests/test_in_memory.py', 'tests/test_preemption.py',
-    'tests/test_data_parallel.py',
-    'tests/test_train.py::test_bfloat16_computes_in_bfloat16_on_float32_parameters',
-    'tests/test_train.py::test_the_moving_average_follows_its_formula_and_evaluation_uses_it',
-    'tests/test_train.py::'
+    'tests/test_layers.py', 'tests/test_on_device.py', 'tests/test_preemption.py',
+    'tests/test_mesh.py',
+    'tests/test_step_fns.py::test_bfloat16_computes_in_bfloat16_on_float32_parameters',
+    'tests/test_step_fns.py::test_the_moving_average_follows_its_formula_and_evaluation_uses_it',
+    'tests/test_loop.py::'
     'test_a_diverging_run_stops_with_one_line_naming_the_steps_and_keeps_its_good_checkpoints',
 )
 TOY_TEST = 'tests/test_layers.py::test_sum_over_leading_axes'

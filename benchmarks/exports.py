@@ -3,13 +3,13 @@
   python benchmarks/exports.py [--model=pretrained | --workdir=RUN] --data=PATH/TO/fer2013.zip
       [--split=public_test] [--out=DIR] [--json=FILE]
 
-Exports the model in each format (`fer_flax.deploy`: SavedModel, ONNX, TFLite float32 / float16 /
-int8 / dynamic), scores each file on `--split` through `fer_flax.deploy.load` (TensorFlow, LiteRT,
-onnxruntime; no JAX) and counts the faces whose emotion (arg-max) equals the JAX model's. Latency is
-ms per face at batch 1 and batch 64: the median over repeated calls (at least 20 and 2 s) after
-3 warm-up calls, on faces of the split, each model alone in a fresh process (the runtimes' idle
-threads slow each other); the JAX model runs jitted, on float32 weights.
-"""
+Exports the model in each format (`fer_flax.serve.exported`: SavedModel, ONNX, TFLite float32 /
+float16 / int8 / dynamic), scores each file on `--split` through `fer_flax.serve.exported.load`
+(TensorFlow, LiteRT, onnxruntime; no JAX) and counts the faces whose emotion (arg-max) equals the
+JAX model's. Latency is ms per face at batch 1 and batch 64: the median over repeated calls (at
+least 20 and 2 s) after 3 warm-up calls, on faces of the split, each model alone in a fresh
+process (the runtimes' idle threads slow each other); the JAX model runs jitted, on float32
+weights."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from fer_flax import deploy, export, fer2013, in_memory, workdirs  # pylint: disable=g-import-not-at-top
+from fer_flax.data import fer2013
+from fer_flax.serve import exported, loading
 
 # (format, quantization), each taking any number of faces
 VARIANTS = (('savedmodel', 'none'), ('onnx', 'none'), ('tflite', 'none'), ('tflite', 'float16'),
@@ -53,14 +54,14 @@ def size_mb(path: pathlib.Path) -> float:
 
 def measure(model: str, args: argparse.Namespace) -> dict:
   """Accuracy, agreement with `args.reference` and latency of `model` ("jax" or an export)."""
-  images, labels = in_memory.load_split(fer2013.Source(args.data), args.split)
+  images, labels = fer2013.load_split(fer2013.Source(args.data), args.split)
   if model == 'jax':
     import jax  # pylint: disable=g-import-not-at-top
     config, variables, _ = _load(args)
-    jitted = jax.jit(deploy.probabilities_fn(config, variables))
+    jitted = jax.jit(exported.probabilities_fn(config, variables))
     run = lambda x: np.asarray(jitted(x))
   else:
-    run = deploy.load(model)
+    run = exported.load(model)
   probabilities = np.concatenate([run(images[i:i + 256]) for i in range(0, len(images), 256)])
   predicted = probabilities.argmax(-1)
   reference = np.load(args.reference) if args.reference else predicted
@@ -80,9 +81,8 @@ def measured(model: str, reference: pathlib.Path | None = None) -> dict:
 
 
 def _load(args: argparse.Namespace):
-  if args.workdir:
-    return workdirs.restore_variables(args.workdir)
-  return export.load(export.resolve(args.model))
+  loaded = loading.load_model(None if args.workdir else args.model, args.workdir)
+  return loaded.config, loaded.variables, loaded.source
 
 
 def main() -> None:
@@ -108,7 +108,7 @@ def main() -> None:
     for fmt, quantize in VARIANTS:
       name = f'{fmt} {quantize}'
       tic = time.perf_counter()
-      path = deploy.export_model(config, variables, fmt, out / name.replace(' ', '_'), quantize,
+      path = exported.export_model(config, variables, fmt, out / name.replace(' ', '_'), quantize,
                                  data=args.data)
       seconds = time.perf_counter() - tic
       row = {'model': name, **measured(str(path), reference), 'megabytes': size_mb(path),

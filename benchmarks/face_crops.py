@@ -6,12 +6,12 @@
 FER2013 faces are pasted, enlarged 2-5x, at random places into larger noisy images, as faces sit in
 photos. Then:
 1. On `--calibrate` training faces: each detector's boxes are mapped back into the 48x48 frame;
-   their medians give `fer_flax.faces.BOX_FRAMING`, and a least-squares fit of the frame from
-   YuNet's box and landmarks gives `fer_flax.faces.LANDMARK_FRAMING`.
+   their medians give `fer_flax.serve.faces.BOX_FRAMING`, and a least-squares fit of the frame from
+   YuNet's box and landmarks gives `fer_flax.serve.faces.LANDMARK_FRAMING`.
 2. On `public_test` (all of it, or a random `--faces`), turned by up to `--tilt` degrees: the
    detector's recall, and the model's accuracy on the faces it found, as stored against their
    crops: exact (the resampling alone), by detect -> align -> crop, and by the box alone, with the
-   constants now in `fer_flax.faces`.
+   constants now in `fer_flax.serve.faces`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from fer_flax import faces, fer2013, in_memory  # pylint: disable=g-import-not-at-top
-from fer_flax import predict  # pylint: disable=g-import-not-at-top
+from fer_flax.data import fer2013
+from fer_flax.serve import faces
+from fer_flax.serve.predictor import Predictor
 
 CANVAS = (480, 640)  # height, width
 
@@ -64,9 +65,9 @@ def _found(detections: list[faces.Detection], scale: float, offset: np.ndarray):
 
 
 def calibrate(images: np.ndarray, rng: np.random.Generator) -> dict:
-  """The framing constants of `fer_flax.faces`: for each detector, the median square that maps its
-  boxes onto the 48x48 frame (BOX_FRAMING); for YuNet, the least-squares map from its box and
-  landmarks to that frame (LANDMARK_FRAMING)."""
+  """The framing constants of `fer_flax.serve.faces`: for each detector, the median square that
+  maps its boxes onto the 48x48 frame (BOX_FRAMING); for YuNet, the least-squares map from its box
+  and landmarks to that frame (LANDMARK_FRAMING)."""
   detectors = {'yunet': faces.YuNet(), 'haar': faces.Haar()}
   framing = {name: [] for name in detectors}
   features, targets = [], []
@@ -92,7 +93,7 @@ def calibrate(images: np.ndarray, rng: np.random.Generator) -> dict:
           'found': {name: len(values) for name, values in framing.items()}}
 
 
-def evaluate(images: np.ndarray, labels: np.ndarray, predictor: predict.Predictor,
+def evaluate(images: np.ndarray, labels: np.ndarray, predictor: Predictor,
              rng: np.random.Generator, detector: str, tilt: float) -> dict:
   """Recall, and accuracy on the found faces: as stored, cropped exactly (the resampling alone),
   and cropped by detect -> crop with and without alignment."""
@@ -137,15 +138,15 @@ def main() -> None:
   source = fer2013.Source(args.data)
   report = {}
   if args.calibrate:
-    images, _ = in_memory.load_split(source, 'train')
+    images, _ = fer2013.load_split(source, 'train')
     order = np.random.default_rng(0).permutation(len(images))[:args.calibrate]
     report['calibration'] = calibrate(images[order, ..., 0], np.random.default_rng(1))
     print(json.dumps(report['calibration'], indent=1))
-  images, labels = in_memory.load_split(source, 'public_test')
+  images, labels = fer2013.load_split(source, 'public_test')
   if args.faces:  # A random subset: the archive lists the faces class by class.
     order = np.random.default_rng(3).permutation(len(images))[:args.faces]
     images, labels = images[order], labels[order]
-  predictor = predict.Predictor.load(args.model, detect=False)
+  predictor = Predictor.load(args.model, detect=False)
   report['public_test'] = evaluate(images[..., 0], labels, predictor, np.random.default_rng(2),
                                    args.detector, args.tilt)
   print(json.dumps(report['public_test'], indent=1))

@@ -6,7 +6,8 @@ The network is the original project's, layer for layer: Conv 64 -> MaxPool -> Co
 -> Dense 512 -> Dropout 0.5 -> Dense 7, Adam 1e-3 (eps 1e-7), on uint8 images scaled to [0, 1].
 `--data` holds `images` [steps, batch, 48, 48, 1] uint8 and `labels` [steps, batch] int32; Keras
 trains on them in order with `fit`, its fastest path. Throughput counts the batches after the
-first `--warmup` ones (compilation and start-up): from the end of batch `--warmup` to `fit`'s return.
+first `--warmup` ones (compilation and start-up): from the end of batch `--warmup` to `fit`'s
+return.
 Keras is an optional extra (`pip install -e '.[bench]'`), not a dependency of fer_flax.
 """
 

@@ -31,7 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from fer_flax import faces, fer2013, predict  # pylint: disable=g-import-not-at-top
+from fer_flax.data import images
+from fer_flax.serve import faces
+from fer_flax.serve.predictor import Predictor, open_image, predict_files
 
 
 def detection(photos: pathlib.Path, detector_name: str) -> dict:
@@ -40,7 +42,7 @@ def detection(photos: pathlib.Path, detector_name: str) -> dict:
   found = expected = false = 0
   times, per_photo = [], []
   for row in rows:
-    image = np.asarray(fer2013.rgb(predict.open_image(photos / row['file'])))
+    image = np.asarray(images.rgb(open_image(photos / row['file'])))
     runs = []
     for _ in range(3):
       start = time.perf_counter()
@@ -60,10 +62,10 @@ def detection(photos: pathlib.Path, detector_name: str) -> dict:
 
 def throughput(photos: pathlib.Path, count: int) -> dict:
   files = sorted(p for p in photos.iterdir() if p.suffix.lower() in ('.jpg', '.jpeg', '.png'))
-  predictor = predict.Predictor.pretrained()
-  list(predict.predict_files(predictor, files[:2]))  # Compiles the classifier.
+  predictor = Predictor.pretrained()
+  list(predict_files(predictor, files[:2]))  # Compiles the classifier.
   start, found = time.perf_counter(), 0
-  for result in predict.predict_files(predictor, itertools.islice(itertools.cycle(files), count)):
+  for result in predict_files(predictor, itertools.islice(itertools.cycle(files), count)):
     found += len(result.faces)  # Counted, not kept, as the CLI prints and forgets them.
   seconds = time.perf_counter() - start
   return {'files': count, 'seconds': seconds, 'photos_per_sec': count / seconds, 'faces': found,
@@ -86,15 +88,15 @@ def panning_video(photos: pathlib.Path, seconds: int, path: pathlib.Path) -> Non
 
 
 def video_throughput(photos: pathlib.Path, seconds: int) -> list[dict]:
-  predictor = predict.Predictor.pretrained()
+  predictor = Predictor.pretrained()
   rows = []
   with tempfile.TemporaryDirectory() as scratch:
     path = pathlib.Path(scratch) / 'panning.mp4'
     panning_video(photos, seconds, path)
-    list(predict.predict_files(predictor, [path], fps=1))  # Compiles the classifier.
+    list(predict_files(predictor, [path], fps=1))  # Compiles the classifier.
     for fps in (5, 30):
       start, frames = time.perf_counter(), 0
-      for result in predict.predict_files(predictor, [path], fps=fps):
+      for result in predict_files(predictor, [path], fps=fps):
         frames += bool(result.faces)
       elapsed = time.perf_counter() - start
       rows.append({'video_seconds': seconds, 'fps': fps, 'frames_with_faces': frames,
@@ -127,7 +129,8 @@ def main() -> None:
     report['video'] = video_throughput(photos, args.video_seconds)
     for v in report['video']:
       print(f"video: {v['fps']} frames/s sampled from {v['video_seconds']} s at 30 fps: "
-            f"{v['frames_per_sec']:.1f} frames analysed a second ({v['video_seconds_per_sec']:.1f}x "
+            f"{v['frames_per_sec']:.1f} frames analysed a second "
+            f"({v['video_seconds_per_sec']:.1f}x "
             f"real time), peak memory {v['peak_rss_mib']:.0f} MiB")
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(report, indent=2) + '\n')

@@ -56,8 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.mixup_alpha = 0.0     # Beta(alpha, alpha) mixing weight; 0 disables mixup
   config.augment.cutmix_alpha = 0.0    # 0 disables CutMix; with both on, each batch picks one
 
-  # Progressive resizing (fer_flax/progressive.py): the first epochs on smaller faces, whose steps
-  # cost less; each size trains for its share of the epochs, the rest of the run is at 48x48.
+  # Progressive resizing (fer_flax/data/progressive.py): the first epochs on smaller faces, whose
+  # steps cost less; each size trains for its share of the epochs, the rest of the run is at 48x48.
   config.progressive = ml_collections.ConfigDict()
   config.progressive.sizes = ()      # e.g. (32, 40), smallest first
   config.progressive.fractions = ()  # e.g. (0.25, 0.25)
@@ -68,12 +68,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 256
   config.num_epochs = 20
   # Minutes from the command's start; >0 sizes num_epochs (and the warm-up) to fit them, from the
-  # measured speed of the first steps (fer_flax/budget.py). 0: train num_epochs.
+  # measured speed of the first steps (fer_flax/train/budget.py). 0: train num_epochs.
   config.time_budget_minutes = 0.0
   config.steps_per_call = 1        # memory input: train steps per compiled call (one host trip)
 
   # XLA options for compiling the steps on CPUs (ignored elsewhere): YNNPACK's kernels off, which
-  # made XLA:CPU's convolutions faster (README, "Speed").
+  # made XLA:CPU's convolutions faster (docs/speed.md).
   config.cpu_compiler_options = ml_collections.ConfigDict(
       {'xla_cpu_experimental_ynn_fusion_type': ''})
 

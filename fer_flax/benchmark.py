@@ -29,10 +29,13 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from fer_flax import chips, fer2013, inputs, models, optim
-from fer_flax import steps as steps_lib
-from fer_flax.errors import UserError, exits_on_user_error
-from fer_flax.sharding import Parallel
+from fer_flax import models
+from fer_flax.core import chips, cli
+from fer_flax.core.errors import UserError, exits_on_user_error
+from fer_flax.core.mesh import Parallel
+from fer_flax.data import feeds, fer2013
+from fer_flax.train import build
+from fer_flax.train.plan import RunPlan
 
 FLAGS = flags.FLAGS
 PEER_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'keras_seed_cnn.py'
@@ -73,16 +76,12 @@ def _flops(jitted, *args) -> float:
 def _train(config: ml_collections.ConfigDict, parallel: Parallel, steps: int,
            batches: dict[str, np.ndarray]) -> dict[str, Any]:
   """The compiled train step of `fer_flax.main`, `steps_per_call` steps per call as configured."""
-  model = models.create_model(config.model)
-  tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 100, 10_000))
-  state = steps_lib.create_train_state(model, tx, jax.random.key(0), parallel,
-                                       ema=bool(config.ema_decay))
-  rng = parallel.replicate(lambda: jax.random.key(1))
+  setup = build.build(config, RunPlan.create(config, steps), parallel)
+  state, rng, jitted = setup.state, setup.rng, setup.train_step
   per_call = min(config.steps_per_call, steps) if config.data.pipeline == 'memory' else 1
   calls = max(steps // per_call, 1)
   stacked = [parallel.to_global({k: v[i * per_call:(i + 1) * per_call] for k, v in batches.items()},
                                 parallel.stacked) for i in range(calls)]
-  jitted = steps_lib.compile_train_steps(config, parallel)
   # One step's FLOPs, from a one-step call: a scan's body would be counted once, not per step.
   flops = _flops(jitted, state, jax.tree.map(lambda x: x[:1], stacked[0]), rng)
   step, compile_seconds = _compile(jitted, state, stacked[0], rng)
@@ -95,20 +94,19 @@ def _train(config: ml_collections.ConfigDict, parallel: Parallel, steps: int,
 
   run()  # Warm-up: first executions allocate and page in.
   rate = _rate(run, calls * per_call * config.batch_size)
-  return {'parameters': sum(x.size for x in jax.tree.leaves(state.params)),
+  return {'parameters': models.count_parameters(state.params),
           'compile_seconds': compile_seconds, 'steps_per_call': per_call,
           'images_per_sec': rate, 'step_ms': 1000 * config.batch_size / rate,
-          'flops_per_image': flops / config.batch_size, '_state': state}
+          'flops_per_image': flops / config.batch_size,
+          '_evaluate': (setup.eval_step, state.variables())}
 
 
-def _evaluate(config: ml_collections.ConfigDict, parallel: Parallel,
-              state: steps_lib.TrainState) -> dict[str, Any]:
-  model = models.create_model(config.model)
+def _evaluate(config: ml_collections.ConfigDict, parallel: Parallel, jitted: Any,
+              variables: Any) -> dict[str, Any]:
+  """The compiled evaluation step of `fer_flax.main` on the trained variables."""
   batch = synthetic_batches(1, config.eval_batch_size, seed=1)
   batch = parallel.to_global({'image': batch['image'][0], 'label': batch['label'][0],
                               'mask': np.ones(config.eval_batch_size, bool)})
-  variables = state.variables()
-  jitted = steps_lib.compile_eval_step(model.apply, parallel)
   flops = _flops(jitted, variables, batch)
   step, compile_seconds = _compile(jitted, variables, batch)
   repeats = 5
@@ -124,14 +122,14 @@ def _input(config: ml_collections.ConfigDict, parallel: Parallel, steps: int) ->
   if not config.data.path:
     return {'skipped': 'no data: pass --config.data.path=PATH/TO/fer2013.zip'}
   config = ml_collections.ConfigDict(config.to_dict())
-  config.data.pipeline = inputs.eval_pipeline(config)
+  config.data.pipeline = feeds.eval_pipeline(config)
   start = time.perf_counter()
-  feed = inputs.train_feed(config, parallel)
+  feed = feeds.train_feed(config, parallel)
   load_seconds = time.perf_counter() - start
   batches = feed.batches(0, feed.steps_per_epoch * (steps * 3 + 1))  # taken as far as needed
   jax.block_until_ready(next(batches))
   start, images = time.perf_counter(), 0
-  for _, batch in zip(range(steps * 3), batches):
+  for _, batch in zip(range(steps * 3), batches, strict=False):
     images += batch['label'].size
   jax.block_until_ready(batch)
   rate = images / (time.perf_counter() - start)
@@ -182,8 +180,7 @@ def benchmark(config: ml_collections.ConfigDict, steps: int,
   }
   ours = {k: v[warmup:] for k, v in batches.items()}
   report['train'] = _train(config, parallel, steps, ours)
-  state = report['train'].pop('_state')
-  report['eval'] = _evaluate(config, parallel, state)
+  report['eval'] = _evaluate(config, parallel, *report['train'].pop('_evaluate'))
   peak = getattr(chips.chip(device.device_kind), 'bf16_flops', None)
   for part in (report['train'], report['eval']):
     part['flops_per_sec'] = part['flops_per_image'] * part['images_per_sec']
@@ -261,7 +258,10 @@ def main(argv: list[str]) -> None:
     pathlib.Path(FLAGS.json).write_text(json.dumps(report, indent=2) + '\n')
 
 
+def run() -> None:
+  """`fer-flax-benchmark`, `python -m fer_flax.benchmark`."""
+  cli.run(main, _define_flags)
+
+
 if __name__ == '__main__':
-  # Defined here, not at import, so that tests can import this module.
-  _define_flags()
-  app.run(main)
+  run()

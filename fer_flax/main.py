@@ -21,14 +21,11 @@ import jax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fer_flax import distributed, preemption, train
-from fer_flax.errors import exits_on_user_error
+from fer_flax.core import cli
+from fer_flax.core.errors import exits_on_user_error
+from fer_flax.train import distributed, loop, preemption
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and the saved config.')
-config_flags.DEFINE_config_file('config', None, 'Training config file (configs/*.py).',
-                                lock_config=True)
-flags.mark_flags_as_required(['config', 'workdir'])
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -48,11 +45,23 @@ def main(argv: list[str]) -> None:
   logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir, started=_STARTED)
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, started=_STARTED)
   except preemption.Preempted as e:
     logging.warning('%s', e)
     sys.exit(preemption.EXIT_STATUS)
 
 
+def _define_flags() -> None:
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and the saved config.')
+  config_flags.DEFINE_config_file('config', None, 'Training config file (configs/*.py).',
+                                  lock_config=True)
+  flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def run() -> None:
+  """`fer-flax-train`, `python -m fer_flax.main`."""
+  cli.run(main, _define_flags)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

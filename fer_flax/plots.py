@@ -27,11 +27,13 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 from etils import epath  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-from fer_flax import fer2013, writers  # pylint: disable=g-import-not-at-top
-from fer_flax.errors import UserError, exits_on_user_error  # pylint: disable=g-import-not-at-top
+from fer_flax.core import cli
+from fer_flax.core.errors import UserError, exits_on_user_error  # pylint: disable=g-import-not-at-top
+from fer_flax.data import fer2013
+from fer_flax.train import writers  # pylint: disable=g-import-not-at-top
 
 
-def confusion_matrix_png(report: dict[str, Any], path: epath.PathLike) -> epath.Path:
+def confusion_matrix_figure(report: dict[str, Any]) -> Any:
   """Row-normalised colours with the counts written in the cells; class names on both axes."""
   counts = np.asarray(report['confusion_matrix'])
   normalized = np.asarray(report['confusion_matrix_normalized'])
@@ -53,7 +55,12 @@ def confusion_matrix_png(report: dict[str, Any], path: epath.PathLike) -> epath.
                f'{report["accuracy"]:.1%}, macro F1 {report["macro_f1"]:.3f}', fontsize=10)
   fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label='fraction of the true class')
   fig.tight_layout()
-  return _save(fig, path)
+  return fig
+
+
+def confusion_matrix_png(report: dict[str, Any], path: epath.PathLike) -> epath.Path:
+  """`confusion_matrix_figure` as a PNG at `path`."""
+  return _save(confusion_matrix_figure(report), path)
 
 
 def curves_png(records: Sequence[dict[str, Any]], path: epath.PathLike,
@@ -65,11 +72,11 @@ def curves_png(records: Sequence[dict[str, Any]], path: epath.PathLike,
   if not any('loss' in r for rs in by_split.values() for r in rs):
     raise UserError('the metrics hold no loss or accuracy yet; train for at least one log step')
   fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
-  for ax, metric in zip(axes, ('loss', 'accuracy')):
+  for ax, metric in zip(axes, ('loss', 'accuracy'), strict=True):
     for split, rs in sorted(by_split.items()):
       points = [(r['step'], r[metric]) for r in rs if metric in r]
       if points:
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=True)
         ax.plot(steps, values, marker='o' if split != 'train' else None, markersize=3, label=split)
     ax.set_xlabel('step')
     ax.set_ylabel(metric)
@@ -90,7 +97,7 @@ def time_png(runs: dict[str, Sequence[dict[str, Any]]], path: epath.PathLike,
               if r.get('split') == split and 'train_seconds' in r]
     if not points:
       raise UserError(f'{name} has no timed {split} evaluation; train it with this version')
-    ax.plot(*zip(*points), marker='o', markersize=3, label=name)
+    ax.plot(*zip(*points, strict=True), marker='o', markersize=3, label=name)
   if target:
     ax.axhline(target, color='gray', linestyle='--', linewidth=1, label=f'target {target:.0%}')
   ax.set_xlabel('seconds of training (compiling left out)')
@@ -122,7 +129,7 @@ def prediction_grid_png(predictor: Any, source: Any, split: str, path: epath.Pat
                            dpi=120, squeeze=False)
   for ax in axes.flat:
     ax.axis('off')
-  for i, (record, p) in enumerate(zip(chosen, probabilities)):
+  for i, (record, p) in enumerate(zip(chosen, probabilities, strict=True)):
     ax = axes[i % per_class, record.label]
     predicted = int(np.argmax(p))
     ax.imshow(images[record.key], cmap='gray', vmin=0, vmax=255)
@@ -138,7 +145,9 @@ def augment_grid_png(images: np.ndarray, config: Any, path: epath.PathLike, view
   """Each uint8 face of `images`, then `views` draws of the train step's augmentation of it."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from fer_flax import augment, models  # pylint: disable=g-import-not-at-top
+
+  from fer_flax import models
+  from fer_flax.data import augment  # pylint: disable=g-import-not-at-top
   faces = models.preprocess(jnp.asarray(images))
   rows = []
   for view in range(views):
@@ -173,8 +182,11 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string('workdir', None, 'A training run: its metrics (curves) or its best '
-                      'checkpoint (grid).')
+  flags.DEFINE_multi_string('workdir', None, 'Training runs (repeated or comma-separated): '
+                            'their metrics (time), or one run\'s metrics (curves) or best '
+                            'checkpoint (grid).')
+  flags.DEFINE_integer('step', None, 'grid, with --workdir: the checkpoint step; default: the '
+                       'best.')
   flags.DEFINE_string('model', None, 'grid: "pretrained", or a folder written by fer_flax.export.')
   flags.DEFINE_string('data', None, 'grid: FER2013 archive, folder or CSV.')
   flags.DEFINE_string('split', 'public_test', 'grid: the split whose faces are shown; time: the '
@@ -186,25 +198,36 @@ def _define_flags() -> None:
   config_flags.DEFINE_config_file('config', None, 'augment: the training config to illustrate.')
 
 
+def _one_workdir(command: str) -> str | None:
+  workdirs = cli.split_list(FLAGS.workdir)
+  if len(workdirs) > 1:
+    raise app.UsageError(f'{command} takes one --workdir')
+  return workdirs[0] if workdirs else None
+
+
 def _curves() -> epath.Path:
-  if not FLAGS.workdir:
+  workdir = _one_workdir('curves')
+  if not workdir:
     raise app.UsageError('curves needs --workdir')
-  out = FLAGS.out or epath.Path(FLAGS.workdir) / 'curves.png'
-  return curves_png(writers.read_run_metrics(FLAGS.workdir), out, title=str(FLAGS.workdir))
+  out = FLAGS.out or epath.Path(workdir) / 'curves.png'
+  return curves_png(writers.read_run_metrics(workdir), out, title=workdir)
 
 
 def _time() -> epath.Path:
   if not FLAGS.workdir:
     raise app.UsageError('time needs --workdir')
-  runs = {workdir: writers.read_run_metrics(workdir) for workdir in FLAGS.workdir.split(',')}
+  runs = {workdir: writers.read_run_metrics(workdir) for workdir in cli.split_list(FLAGS.workdir)}
   return time_png(runs, FLAGS.out or 'time_to_accuracy.png', FLAGS.accuracy, FLAGS.split)
 
 
 def _grid() -> epath.Path:
-  from fer_flax import predict  # pylint: disable=g-import-not-at-top
-  if (FLAGS.model is None) == (FLAGS.workdir is None) or not FLAGS.data:
-    raise app.UsageError('grid needs --data and one of --model and --workdir')
-  predictor = predict.Predictor.load(FLAGS.model, FLAGS.workdir, detect=False)
+  from fer_flax.serve import loading  # pylint: disable=g-import-not-at-top
+  from fer_flax.serve.predictor import Predictor  # pylint: disable=g-import-not-at-top
+  if not FLAGS.data:
+    raise app.UsageError('grid needs --data')
+  workdir = _one_workdir('grid')
+  loading.check_source(FLAGS.model, workdir, FLAGS.step)
+  predictor = Predictor.load(FLAGS.model, workdir, FLAGS.step, detect=False)
   return prediction_grid_png(predictor, fer2013.Source(FLAGS.data), FLAGS.split,
                              FLAGS.out or 'grid.png', per_class=FLAGS.per_class)
 
@@ -229,7 +252,10 @@ def main(argv: list[str]) -> None:
   print(commands[argv[1]]())
 
 
+def run() -> None:
+  """`fer-flax-plots`, `python -m fer_flax.plots`."""
+  cli.run(main, _define_flags)
+
+
 if __name__ == '__main__':
-  # Defined here, not at import: evaluate imports this module and has flags of its own.
-  _define_flags()
-  app.run(main)
+  run()

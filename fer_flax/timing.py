@@ -2,71 +2,23 @@
 
   python -m fer_flax.timing --workdir=DIR[,DIR2,...] [--accuracy=0.72]
 
-Training stamps every evaluation record of `metrics.jsonl` with `elapsed_seconds` (wall time since
-the command started), `compile_seconds` (the part of it JAX spent tracing, lowering and compiling)
-and `train_seconds` (wall time since the first training step, less compiling). This command prints,
-for each run, the first evaluation at or above the target accuracy and when it came.
+Training (`train.clock`) stamps every evaluation record of `metrics.jsonl` with `elapsed_seconds`
+(wall time since the command started), `compile_seconds` (the part of it JAX spent tracing, lowering
+and compiling) and `train_seconds` (wall time since the first training step, less compiling). This
+command prints, for each run, the first evaluation at or above the target accuracy and when it came.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 from absl import app, flags
-from jax import monitoring
 
-from fer_flax import writers
-from fer_flax.errors import UserError, exits_on_user_error
-
-_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
-                   '/jax/core/compile/jaxpr_to_mlir_module_duration',
-                   '/jax/core/compile/backend_compile_duration')
-_compile_seconds = 0.0
-_lock = threading.Lock()
-_listening = False
-
-
-def _note(event: str, seconds: float, **kwargs: Any) -> None:
-  del kwargs
-  global _compile_seconds
-  if event in _COMPILE_EVENTS:
-    with _lock:
-      _compile_seconds += seconds
-
-
-class Clock:
-  """Wall time since `start` (a `time.perf_counter()` value), and the compile time within it."""
-
-  def __init__(self, start: float | None = None):
-    global _listening
-    if not _listening:  # JAX keeps listeners for the life of the process: register one, once.
-      monitoring.register_event_duration_secs_listener(_note)
-      _listening = True
-    self._start = time.perf_counter() if start is None else start
-    self._compiled_before = _compile_seconds
-    self._first_step: tuple[float, float] | None = None
-
-  def elapsed(self) -> float:
-    return time.perf_counter() - self._start
-
-  def compile_seconds(self) -> float:
-    """Compile time since this clock was made (JAX reports it for the whole process)."""
-    return _compile_seconds - self._compiled_before
-
-  def first_step(self) -> None:
-    """Marks the start of training: `train_seconds` counts from here."""
-    if self._first_step is None:
-      self._first_step = (self.elapsed(), self.compile_seconds())
-
-  def stamp(self) -> dict[str, float]:
-    """The three times an evaluation record carries."""
-    elapsed, compiled = self.elapsed(), self.compile_seconds()
-    start, compiled_before = self._first_step or (elapsed, compiled)
-    return {'elapsed_seconds': elapsed, 'compile_seconds': compiled,
-            'train_seconds': elapsed - start - (compiled - compiled_before)}
+from fer_flax.core import cli
+from fer_flax.core.errors import UserError, exits_on_user_error
+from fer_flax.train import writers
 
 
 def time_to_accuracy(records: Sequence[dict[str, Any]], accuracy: float,
@@ -78,7 +30,7 @@ def time_to_accuracy(records: Sequence[dict[str, Any]], accuracy: float,
   reached = next((r for r in evals if r['accuracy'] >= accuracy), None)
   best = max(evals, key=lambda r: r['accuracy'])
   resumed = any(b.get('elapsed_seconds', 0) < a.get('elapsed_seconds', 0)
-                for a, b in zip(evals, evals[1:]))
+                for a, b in itertools.pairwise(evals))
   return {'target': accuracy, 'reached': reached is not None, 'record': reached or best,
           'best': best, 'resumed': resumed}
 
@@ -106,14 +58,22 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  for workdir in [w for value in FLAGS.workdir for w in value.split(',') if w]:
+  for workdir in cli.split_list(FLAGS.workdir):
     print(format_result(workdir, time_to_accuracy(writers.read_run_metrics(workdir),
                                                   FLAGS.accuracy, FLAGS.split)))
 
 
-if __name__ == '__main__':
+def _define_flags() -> None:
   flags.DEFINE_multi_string('workdir', None, 'Training runs (repeated or comma-separated).')
   flags.DEFINE_float('accuracy', 0.72, 'The target accuracy.')
   flags.DEFINE_string('split', 'public_test', 'The evaluated split.')
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+
+
+def run() -> None:
+  """`fer-flax-timing`, `python -m fer_flax.timing`."""
+  cli.run(main, _define_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -48,7 +48,8 @@ class Target(Protocol):
 
 
 class Settings:
-  """Flags whose defaults come from environment variables, checked only by the steps needing them."""
+  """Flags whose defaults come from environment variables, checked only by the steps that need
+  them."""
 
   def __init__(self):
     self.parser = argparse.ArgumentParser(add_help=False)

@@ -1,6 +1,7 @@
 """Cloud TPU VMs and slices: create, install on every worker, train, follow logs, copy, delete.
 
-  export PROJECT_ID=my-project ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 TPU_NAME=fer BUCKET=my-bucket
+  export PROJECT_ID=my-project ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 TPU_NAME=fer \
+      BUCKET=my-bucket
   python launch/tpu.py create
   python launch/tpu.py install                # this checkout's last commit, jax[tpu], FER2013
   python launch/tpu.py check --config=configs/best.py   # compiles it for the slice here

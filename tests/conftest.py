@@ -1,154 +1,53 @@
-"""Synthetic FER2013 archives, folders and CSVs that tests build themselves."""
+"""The tests' shared fixtures: synthetic data, and one tiny run trained to the end. Helpers
+that tests call live in `tests.helpers`."""
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 import pathlib
-import signal
-import subprocess
-import sys
-import time
-import zipfile
-from collections.abc import Callable
 
-import numpy as np
 import pytest
-from PIL import Image
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_ARCHIVE = REPO.parent / 'shared' / 'data' / 'fer2013' / 'fer2013.zip'
-if str(REPO) not in sys.path:  # `configs` is a folder of the repo, not of the package.
-  sys.path.insert(0, str(REPO))
-
-FOLDERS = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')  # label id order
-USAGE_PREFIX = {'Training': 'Training_', 'PublicTest': 'PublicTest_', 'PrivateTest': 'PrivateTest_'}
-
-
-def run_on_eight_cpu_devices(function: Callable[[], None]) -> None:
-  """Calls a test module's `function` in a process with 8 simulated CPU devices.
-
-  JAX fixes its device count when it starts, so this cannot happen in the test's own process.
-  """
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
-         'JAX_PLATFORMS': 'cpu'}
-  call = f'import {function.__module__} as m; m.{function.__name__}()'
-  result = subprocess.run([sys.executable, '-c', call], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-
-
-def main_command(workdir: pathlib.Path, overrides: dict[str, object],
-                 module: str = 'fer_flax.main') -> list[str]:
-  """`python -m fer_flax.main` on configs/tiny.py with `--config.KEY=VALUE` overrides."""
-  return [sys.executable, '-m', module, '--config=configs/tiny.py', f'--workdir={workdir}',
-          *[f'--config.{k}={v}' for k, v in overrides.items()]]
-
-
-def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
-  """The steps of a workdir's finished checkpoints, in order."""
-  return sorted(int(p.name) for p in (workdir / 'checkpoints').glob('*') if p.name.isdigit())
-
-
-def signal_when(ready: Callable[[], bool], target: subprocess.Popen, signum: int,
-                others: tuple[subprocess.Popen, ...] = (), timeout: float = 300) -> None:
-  """Sends `signum` to `target` once `ready()` holds (or any of the processes has ended, or the
-  time is up), so a test can interrupt a run at a chosen point of its progress."""
-  deadline = time.time() + timeout
-  while (time.time() < deadline and all(p.poll() is None for p in (target, *others))
-         and not ready()):
-    time.sleep(0.02)
-  target.send_signal(signum)
-
-
-KILL, TERM = signal.SIGKILL, signal.SIGTERM
-
-
-def face(label: int, rng: np.random.Generator) -> np.ndarray:
-  """A learnable 48x48 image: a bright band whose row depends on the label, plus noise."""
-  image = rng.integers(0, 80, size=(48, 48)).astype(np.uint8)
-  image[label * 6 + 3: label * 6 + 9, :] = rng.integers(170, 255)
-  return image
-
-
-def make_examples(counts: dict[str, int], seed: int = 0) -> list[tuple[str, int, np.ndarray]]:
-  """(Usage, label, image) with `counts[usage]` images per class."""
-  rng = np.random.default_rng(seed)
-  return [(usage, label, face(label, rng))
-          for usage, n in counts.items() for label in range(7) for _ in range(n)]
-
-
-def _png(image: np.ndarray) -> bytes:
-  buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format='PNG')
-  return buf.getvalue()
-
-
-def _member_names(examples, prefixes: bool = True):
-  for i, (usage, label, image) in enumerate(examples):
-    folder = 'train' if usage == 'Training' else 'test'
-    prefix = USAGE_PREFIX[usage] if prefixes else ''
-    yield f'{folder}/{FOLDERS[label]}/{prefix}{i:05d}.png', image
-
-
-def write_zip(path: pathlib.Path, examples, prefixes: bool = True) -> pathlib.Path:
-  with zipfile.ZipFile(path, 'w') as z:
-    for name, image in _member_names(examples, prefixes):
-      z.writestr(name, _png(image))
-  return path
-
-
-def write_folder(path: pathlib.Path, examples, prefixes: bool = True) -> pathlib.Path:
-  for name, image in _member_names(examples, prefixes):
-    (path / name).parent.mkdir(parents=True, exist_ok=True)
-    (path / name).write_bytes(_png(image))
-  return path
-
-
-def write_csv(path: pathlib.Path, examples) -> pathlib.Path:
-  with open(path, 'w', newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['emotion', 'pixels', 'Usage'])
-    for usage, label, image in examples:
-      w.writerow([label, ' '.join(str(v) for v in image.ravel()), usage])
-  return path
+from tests import helpers
 
 
 @pytest.fixture(scope='session')
 def small_archive(tmp_path_factory) -> pathlib.Path:
   """A zip with 20 train and 4 public-test images per class (140 + 28)."""
   path = tmp_path_factory.mktemp('data') / 'fer2013.zip'
-  return write_zip(path, make_examples({'Training': 20, 'PublicTest': 4}))
+  return helpers.write_zip(path, helpers.make_examples({'Training': 20, 'PublicTest': 4}))
 
 
 @pytest.fixture(scope='session')
 def tfds_dir(tmp_path_factory, small_archive) -> pathlib.Path:
   """The small archive, prepared once into a TFDS data dir shared by the tests."""
-  from fer_flax import tfds_builder  # pylint: disable=g-import-not-at-top
+  from fer_flax.data import tfds_builder  # pylint: disable=g-import-not-at-top
   data_dir = tmp_path_factory.mktemp('tfds')
   tfds_builder.prepare(small_archive, str(data_dir))
   return data_dir
 
 
-def tiny_config(archive: pathlib.Path, tfds_dir: pathlib.Path, **overrides):
-  """configs/tiny.py pointed at the synthetic data."""
-  from configs import tiny  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
-  config.data.path = str(archive)
-  config.data.tfds_data_dir = str(tfds_dir)
-  config.optimizer.learning_rate = 3e-3
-  config.update_from_flattened_dict(overrides)
-  return config
-
-
 @pytest.fixture(scope='session')
 def finished_run(tmp_path_factory, small_archive, tfds_dir):
   """A tiny run trained to the end: (config, workdir, final state). Tests must not change it."""
-  from fer_flax import train  # pylint: disable=g-import-not-at-top
+  from fer_flax.train import loop  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp('run')
-  config = tiny_config(small_archive, tfds_dir, num_epochs=5)
-  state = train.train_and_evaluate(config, str(workdir))
+  config = helpers.tiny_config(small_archive, tfds_dir, num_epochs=5)
+  state = loop.train_and_evaluate(config, str(workdir))
   return config, workdir, state
+
+
+
+@pytest.fixture(scope='session')
+def packed_run(finished_run, tmp_path_factory) -> pathlib.Path:
+  """The tiny run packed in the package's own format, as `python -m fer_flax.export` packs it."""
+  from fer_flax.serve import package  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp('packed')
+  package.save(str(finished_run[1]), out)
+  return out
+
+
+@pytest.fixture(scope='session')
+def packed_predictor(packed_run):
+  """A Predictor of the packed tiny run, eight faces a batch."""
+  from fer_flax.serve.predictor import Predictor  # pylint: disable=g-import-not-at-top
+  return Predictor.pretrained(packed_run, batch_size=8)

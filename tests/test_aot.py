@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from configs import tiny
-from fer_flax import aot, chips, platforms
-from fer_flax.errors import UserError
-from tests import conftest
+from fer_flax.core import chips, platforms
+from fer_flax.core.errors import UserError
+from fer_flax.train import aot
+from tests import helpers
 
 if not platforms.libtpu_installed():
   if os.environ.get('CI'):
@@ -87,8 +88,8 @@ def test_twice_the_chips_for_the_same_batch_hold_half_of_it_and_the_same_state(o
 
 def test_each_chip_evaluates_only_the_views_of_its_own_faces(four_hosts):
   """Test-time views stay data-parallel: a chip does twice its share for two views, not every
-  view of the whole batch (16 times its share here, as it did before steps.tta_log_probs kept a
-  face's views on its chip)."""
+  view of the whole batch (16 times its share here, as it did before inference.log_probabilities
+  kept a face's views on its chip)."""
   none = _program(four_hosts, 'evaluation, tta=none')['flops']
   assert none < _program(four_hosts, 'evaluation, tta=flip')['flops'] <= 2.2 * none
 
@@ -148,7 +149,7 @@ def test_the_command_prints_the_report_writes_json_and_stays_quiet(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'fer_flax.aot', '--config=configs/tiny.py',
        '--accelerator_type=v5litepod-4', '--tta=none', f'--json={report}'],
-      cwd=conftest.REPO, capture_output=True, text=True, timeout=300, check=False)
+      cwd=helpers.REPO, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr
   assert result.stderr == ''  # libtpu's start-up complaints are kept off the console
   assert 'v5litepod-4 (v5e:2x2): 4 x TPU v5 lite on 1 host(s)' in result.stdout

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from configs import base
-from fer_flax import augment
+from fer_flax.core.errors import UserError
+from fer_flax.data import augment
 
 
 def _config(**fields) -> ml_collections.ConfigDict:
@@ -58,7 +59,7 @@ def test_crop_with_padding_is_an_integer_shift_of_the_edge_padded_image():
   out = np.asarray(augment.augment_images(jnp.asarray(images), jax.random.key(2),
                                           _config(crop_padding=3)))
   padded = np.pad(images, ((0, 0), (3, 3), (3, 3), (0, 0)), mode='edge')
-  for image, crop in zip(padded, out):
+  for image, crop in zip(padded, out, strict=True):
     assert any(np.allclose(image[y:y + 48, x:x + 48], crop, atol=1e-5)
                for y in range(7) for x in range(7))
 
@@ -106,3 +107,17 @@ def test_mixing_mixes_targets_in_the_proportion_it_mixes_images(fields):
     np.testing.assert_allclose(np.asarray(mixed_targets).sum(-1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(1 - np.asarray(mixed_targets)[np.arange(8), np.arange(8) // 4],
                                share_of_other, atol=1e-5)
+
+
+def test_tta_views():
+  images = jnp.arange(2 * 48 * 48, dtype=jnp.float32).reshape(2, 48, 48, 1)
+  assert augment.tta_views(images, 'none').shape == (1, 2, 48, 48, 1)
+  flip = augment.tta_views(images, 'flip')
+  np.testing.assert_array_equal(flip[1], images[:, :, ::-1])
+  ten = augment.tta_views(images, 'tencrop', shift=4)
+  assert ten.shape == (10, 2, 48, 48, 1)
+  np.testing.assert_array_equal(ten[4], images)  # the centre crop is the image itself
+  np.testing.assert_array_equal(ten[9], images[:, :, ::-1])
+  np.testing.assert_array_equal(ten[0][:, 4:, 4:], images[:, :-4, :-4])  # shifted by 4 pixels
+  with pytest.raises(UserError, match="unknown test-time augmentation 'rotate'"):
+    augment.tta_views(images, 'rotate')

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests import conftest
+from tests import helpers
 
 
 def test_benchmark_reports_train_eval_input_and_memory(tmp_path, small_archive):
@@ -15,7 +15,7 @@ def test_benchmark_reports_train_eval_input_and_memory(tmp_path, small_archive):
       [sys.executable, '-m', 'fer_flax.benchmark', '--config=configs/tiny.py', '--steps=4',
        f'--json={out}', '--keras=', f'--config.data.path={small_archive}',
        '--config.data.pipeline=memory', '--config.steps_per_call=2'],
-      cwd=conftest.REPO, capture_output=True, text=True, timeout=300)
+      cwd=helpers.REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(out.read_text())
   assert report['device']['count'] == 1 and report['device']['platform'] == 'cpu'

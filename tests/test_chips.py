@@ -2,8 +2,8 @@
 
 import pytest
 
-from fer_flax import chips
-from fer_flax.errors import UserError
+from fer_flax.core import chips
+from fer_flax.core.errors import UserError
 
 
 def test_the_bf16_peak_is_known_for_the_chips_people_train_on():

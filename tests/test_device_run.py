@@ -4,14 +4,14 @@ import json
 import subprocess
 import sys
 
-from tests import conftest
+from tests import helpers
 
 
 def _device_run(out, archive, *steps):
   result = subprocess.run(
       [sys.executable, 'benchmarks/device_run.py', *steps, f'--out={out}', f'--data={archive}',
        '--scale=toy', '--best_seeds=1'],
-      cwd=conftest.REPO, capture_output=True, text=True, timeout=900)
+      cwd=helpers.REPO, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   return result
 

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from fer_flax import preemption, workdirs, writers
-from tests import conftest
+from fer_flax.train import preemption, workdirs, writers
+from tests import helpers
 
 _STEPS = 51  # 3 epochs of 140 // 8 steps
 _OVERRIDES = {'data.pipeline': 'memory', 'data.tfds_data_dir': '', 'num_epochs': 3,
@@ -36,7 +36,7 @@ def _start(archive, workdir: pathlib.Path, process_id: int | None = None, port: 
          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
   workdir.mkdir(parents=True, exist_ok=True)
   log = open(_log(workdir, process_id), 'a')  # pylint: disable=consider-using-with
-  return subprocess.Popen(conftest.main_command(workdir, overrides), cwd=conftest.REPO, env=env,
+  return subprocess.Popen(helpers.main_command(workdir, overrides), cwd=helpers.REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=log)
 
 
@@ -59,7 +59,7 @@ def _finish(procs, workdir, timeout=600):
 
 def _signal_at_checkpoint(procs, workdir, step: int, signum: int) -> None:
   """Sends `signum` to process 1 once a checkpoint at `step` or later exists."""
-  conftest.signal_when(lambda: max(conftest.checkpoint_steps(workdir), default=0) >= step,
+  helpers.signal_when(lambda: max(helpers.checkpoint_steps(workdir), default=0) >= step,
                        procs[1], signum, others=(procs[0],))
 
 
@@ -91,7 +91,7 @@ def test_two_processes_train_as_one_process_with_their_devices(tmp_path, small_a
   # Process 0 alone writes metrics; evaluation counts each example once across processes.
   evals = _records(two_process_run, 'public_test')
   assert [r['step'] for r in evals] == [17, 34, 51]
-  for ours, theirs in zip(evals, _records(one, 'public_test')):
+  for ours, theirs in zip(evals, _records(one, 'public_test'), strict=True):
     assert ours['accuracy'] == theirs['accuracy']
     assert ours['loss'] == pytest.approx(theirs['loss'], rel=1e-4)
   assert len(_records(two_process_run, 'train')) == len(_records(one, 'train'))
@@ -101,11 +101,11 @@ def test_after_one_process_is_killed_the_restarted_run_resumes_from_its_last_che
     tmp_path, small_archive, two_process_run):
   workdir = tmp_path / 'killed'
   procs = _two_processes(small_archive, workdir)
-  _signal_at_checkpoint(procs, workdir, 10, conftest.KILL)
+  _signal_at_checkpoint(procs, workdir, 10, helpers.KILL)
   procs[0].kill()  # As a scheduler would: the job lost a worker, so it restarts every process.
   for proc in procs:
     proc.wait()
-  last = max(conftest.checkpoint_steps(workdir))
+  last = max(helpers.checkpoint_steps(workdir))
   assert 10 <= last < _STEPS, 'the kill must land mid-run for this test to mean anything'
 
   logs = _finish(_two_processes(small_archive, workdir), workdir)
@@ -120,12 +120,12 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint_and_the_rerun_resum
     tmp_path, small_archive, two_process_run):
   workdir = tmp_path / 'preempted'
   procs = _two_processes(small_archive, workdir)
-  _signal_at_checkpoint(procs, workdir, 5, conftest.TERM)  # JAX's sync manager tells process 0
+  _signal_at_checkpoint(procs, workdir, 5, helpers.TERM)  # JAX's sync manager tells process 0
   for proc in procs:
     proc.wait(timeout=300)
   logs = [_log(workdir, i).read_text() for i in (0, 1)]
   assert [p.returncode for p in procs] == [preemption.EXIT_STATUS] * 2, logs[1][-3000:]
-  last = max(conftest.checkpoint_steps(workdir))
+  last = max(helpers.checkpoint_steps(workdir))
   assert 5 <= last < _STEPS
   assert all(f'checkpoint saved at step {last}' in log for log in logs)
 

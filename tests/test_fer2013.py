@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_flax import fer2013
-from fer_flax.errors import UserError
-from tests import conftest
+from fer_flax.core.errors import UserError
+from fer_flax.data import fer2013, images
+from tests import helpers
 
 
 def _by_content(source):
@@ -21,10 +21,10 @@ def _by_content(source):
 
 
 def test_zip_folder_and_csv_agree(tmp_path):
-  examples = conftest.make_examples({'Training': 3, 'PublicTest': 2, 'PrivateTest': 2})
-  zipped = fer2013.Source(conftest.write_zip(tmp_path / 'a.zip', examples))
-  folder = fer2013.Source(conftest.write_folder(tmp_path / 'unzipped', examples))
-  table = fer2013.Source(conftest.write_csv(tmp_path / 'fer2013.csv', examples))
+  examples = helpers.make_examples({'Training': 3, 'PublicTest': 2, 'PrivateTest': 2})
+  zipped = fer2013.Source(helpers.write_zip(tmp_path / 'a.zip', examples))
+  folder = fer2013.Source(helpers.write_folder(tmp_path / 'unzipped', examples))
+  table = fer2013.Source(helpers.write_csv(tmp_path / 'fer2013.csv', examples))
   expected = sorted(({'Training': 'train', 'PublicTest': 'public_test',
                       'PrivateTest': 'private_test'}[u], label, image.tobytes())
                     for u, label, image in examples)
@@ -41,7 +41,7 @@ def test_jpeg_zip_and_folder_agree(tmp_path):
   with zipfile.ZipFile(zpath, 'w') as z:
     for i, folder in enumerate(['train/happy', 'test/sad']):
       buf = io.BytesIO()
-      Image.fromarray(conftest.face(i, rng)).save(buf, format='JPEG')
+      Image.fromarray(helpers.face(i, rng)).save(buf, format='JPEG')
       name = f'{folder}/{"Training" if i == 0 else "PublicTest"}_{i}.jpg'
       z.writestr(name, buf.getvalue())
       (tmp_path / 'dir' / folder).mkdir(parents=True)
@@ -61,35 +61,35 @@ def test_split_for_file(folder, name, split):
 
 
 def test_label_ids_follow_fer2013(tmp_path):
-  examples = conftest.make_examples({'Training': 1})
-  source = fer2013.Source(conftest.write_folder(tmp_path, examples))
+  examples = helpers.make_examples({'Training': 1})
+  source = fer2013.Source(helpers.write_folder(tmp_path, examples))
   labels = {r.key.split('/')[1]: r.label for r in source.records}
   assert labels == {'angry': 0, 'disgust': 1, 'fear': 2, 'happy': 3, 'sad': 4, 'surprise': 5,
                     'neutral': 6}
 
 
 def test_unprefixed_test_folder_is_test_split(tmp_path):
-  examples = conftest.make_examples({'Training': 1, 'PublicTest': 1})
-  source = fer2013.Source(conftest.write_zip(tmp_path / 'a.zip', examples, prefixes=False))
+  examples = helpers.make_examples({'Training': 1, 'PublicTest': 1})
+  source = fer2013.Source(helpers.write_zip(tmp_path / 'a.zip', examples, prefixes=False))
   assert source.split_sizes() == {'train': 7, 'test': 7}
 
 
 def test_archive_under_a_top_folder_and_folder_holding_a_zip(tmp_path):
-  examples = conftest.make_examples({'Training': 1})
-  conftest.write_folder(tmp_path / 'outer' / 'fer2013', examples)
+  examples = helpers.make_examples({'Training': 1})
+  helpers.write_folder(tmp_path / 'outer' / 'fer2013', examples)
   assert fer2013.Source(tmp_path / 'outer' / 'fer2013').split_sizes() == {'train': 7}
   (tmp_path / 'holder').mkdir()
-  conftest.write_zip(tmp_path / 'holder' / 'archive.zip', examples)
+  helpers.write_zip(tmp_path / 'holder' / 'archive.zip', examples)
   assert fer2013.Source(tmp_path / 'holder').path.name == 'archive.zip'
 
 
 def test_colour_and_other_sizes_become_48x48_grayscale():
   colour = Image.new('RGB', (100, 80), (255, 0, 0))
-  out = fer2013.to_model_input(colour)
+  out = images.to_model_input(colour)
   assert out.shape == (48, 48) and out.dtype == np.uint8
   assert np.all(out == np.asarray(colour.convert('L'))[0, 0])
   rgba = Image.new('RGBA', (10, 10), (0, 0, 0, 0))  # transparent pixels count as white
-  assert np.all(fer2013.to_model_input(rgba) == 255)
+  assert np.all(images.to_model_input(rgba) == 255)
 
 
 def _zip(tmp_path, members: dict[str, bytes]):
@@ -102,7 +102,7 @@ def _zip(tmp_path, members: dict[str, bytes]):
 
 def _png(seed=0):
   buf = io.BytesIO()
-  Image.fromarray(conftest.face(0, np.random.default_rng(seed))).save(buf, format='PNG')
+  Image.fromarray(helpers.face(0, np.random.default_rng(seed))).save(buf, format='PNG')
   return buf.getvalue()
 
 
@@ -131,7 +131,7 @@ def test_corrupt_image_names_the_file(tmp_path):
 
 def test_truncated_jpeg_names_the_file(tmp_path):
   buf = io.BytesIO()
-  Image.fromarray(conftest.face(0, np.random.default_rng(0))).save(buf, format='JPEG')
+  Image.fromarray(helpers.face(0, np.random.default_rng(0))).save(buf, format='JPEG')
   path = _zip(tmp_path, {'train/sad/cut.jpg': buf.getvalue()[:200]})
   with pytest.raises(UserError, match=r'train/sad/cut.jpg'):
     list(fer2013.Source(path).examples('train'))

@@ -4,19 +4,19 @@ import os
 
 import pytest
 
-from fer_flax import train, writers
-from tests import conftest
+from fer_flax.train import loop, writers
+from tests import helpers
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope='module')
 def archive():
-  if not conftest.SHARED_ARCHIVE.exists():
+  if not helpers.SHARED_ARCHIVE.exists():
     if os.environ.get('CI'):
-      pytest.fail(f'{conftest.SHARED_ARCHIVE} is missing; CI must provide ../shared')
-    pytest.skip(f'{conftest.SHARED_ARCHIVE} not found')
-  return conftest.SHARED_ARCHIVE
+      pytest.fail(f'{helpers.SHARED_ARCHIVE} is missing; CI must provide ../shared')
+    pytest.skip(f'{helpers.SHARED_ARCHIVE} not found')
+  return helpers.SHARED_ARCHIVE
 
 
 def test_one_epoch_on_fer2013_beats_majority_class(archive, tmp_path):
@@ -27,7 +27,7 @@ def test_one_epoch_on_fer2013_beats_majority_class(archive, tmp_path):
   config.model.features = (32, 64)  # a narrower seed_cnn keeps this test near a minute
   config.model.hidden = 256
   config.num_epochs = 1
-  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  loop.train_and_evaluate(config, str(tmp_path / 'run'))
   evals = [r for r in writers.read_metrics(tmp_path / 'run' / writers.METRICS_FILE)
            if r['split'] == 'public_test']
   # 895 of the 3,589 public_test faces are happy: a majority-class guess scores 24.9%.

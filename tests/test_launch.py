@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from fer_flax import platforms
-from tests import conftest
+from fer_flax.core import platforms
+from tests import helpers
 
 _SETTINGS = {'PROJECT_ID': 'my-project', 'ZONE': 'us-central2-b', 'TPU_NAME': 'fer-tpu',
              'GPU_VM_NAME': 'fer-gpu', 'ACCELERATOR_TYPE': 'v4-32', 'BUCKET': 'my-bucket'}
@@ -23,10 +23,11 @@ def _launch(tmp_path, script, args, **env):
   for tool in ('gcloud', 'git'):
     (bin_dir / tool).write_text(
         f'#!{sys.executable}\nimport shlex, sys\n'
-        f'open({str(tmp_path / "calls")!r}, "a").write(shlex.join(["{tool}", *sys.argv[1:]]) + "\\n")\n')
+        f'open({str(tmp_path / "calls")!r}, "a")'
+        f'.write(shlex.join(["{tool}", *sys.argv[1:]]) + "\\n")\n')
     (bin_dir / tool).chmod(0o755)
   env = {'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'HOME': str(tmp_path), **env}
-  result = subprocess.run([sys.executable, f'launch/{script}.py', *args], cwd=conftest.REPO,
+  result = subprocess.run([sys.executable, f'launch/{script}.py', *args], cwd=helpers.REPO,
                           env=env, capture_output=True, text=True, timeout=60)
   calls = (tmp_path / 'calls').read_text().splitlines() if (tmp_path / 'calls').exists() else []
   return result, calls
@@ -87,7 +88,7 @@ def test_a_failing_command_stops_the_step_with_its_status(tmp_path):
   (bin_dir / 'gcloud').write_text('#!/bin/sh\nexit 3\n')
   (bin_dir / 'gcloud').chmod(0o755)
   result = subprocess.run(
-      [sys.executable, 'launch/tpu.py', 'delete'], cwd=conftest.REPO, capture_output=True,
+      [sys.executable, 'launch/tpu.py', 'delete'], cwd=helpers.REPO, capture_output=True,
       text=True, timeout=60, env={'PATH': f'{bin_dir}:{os.environ["PATH"]}', **_SETTINGS})
   assert result.returncode == 1
   assert 'launch: error: gcloud exited with status 3' in result.stderr

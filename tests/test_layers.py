@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fer_flax import layers
+from fer_flax.models import layers
 
 
 @pytest.mark.parametrize('shape, dtype', [((3, 8, 8, 5), jnp.float32), ((2, 7, 9, 3), jnp.float32),
@@ -18,7 +18,7 @@ def test_max_pool_has_the_values_and_gradients_of_flax_max_pool(shape, dtype):
             jnp.round(jax.random.uniform(jax.random.key(1), shape, dtype) * 2),  # many ties
             jnp.zeros(shape, dtype)):  # every window tied, as after a dead ReLU
     assert jnp.array_equal(layers.max_pool_2x2(x), flax_pool(x))
-    ours, theirs = (jax.grad(lambda x: (pool(x) * weights).sum().astype(jnp.float32))(x)
+    ours, theirs = (jax.grad(lambda x, pool=pool: (pool(x) * weights).sum().astype(jnp.float32))(x)
                     for pool in (layers.max_pool_2x2, flax_pool))
     assert ours.dtype == dtype
     assert jnp.array_equal(ours, theirs)
@@ -50,7 +50,8 @@ def test_batch_norm_has_the_variables_values_and_gradients_of_flax_batch_norm(sh
                   for module in (layers.BatchNorm, nn.BatchNorm))
   variables = ours.init(jax.random.key(1), x)
   jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(1), x))
-  variables = {'params': jax.tree.map(lambda p: p + jnp.linspace(0.5, 1.5, p.size), variables['params']),
+  variables = {'params': jax.tree.map(lambda p: p + jnp.linspace(0.5, 1.5, p.size),
+                                      variables['params']),
                'batch_stats': variables['batch_stats']}
 
   def loss(module, params, x):
@@ -62,12 +63,15 @@ def test_batch_norm_has_the_variables_values_and_gradients_of_flax_batch_norm(sh
       jax.value_and_grad(loss, argnums=(1, 2), has_aux=True)(module, variables['params'], x)
       for module in (ours, theirs))
   assert y.dtype == their_y.dtype == dtype
-  tolerance = {'rtol': 2e-2, 'atol': 2e-2} if dtype == jnp.bfloat16 else {'rtol': 1e-4, 'atol': 1e-4}
+  tolerance = ({'rtol': 2e-2, 'atol': 2e-2} if dtype == jnp.bfloat16
+               else {'rtol': 1e-4, 'atol': 1e-4})
   np.testing.assert_allclose(y.astype(jnp.float32), their_y.astype(jnp.float32), **tolerance)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), stats, their_stats)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), stats,
+               their_stats)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(
       a.astype(jnp.float32), b.astype(jnp.float32), **tolerance), ours, theirs)
-  evaluated = (m(use_running_average=True, dtype=dtype).apply({**variables, 'batch_stats': stats}, x)
+  evaluated = (m(use_running_average=True, dtype=dtype).apply(
+                   {**variables, 'batch_stats': stats}, x)
                for m in (layers.BatchNorm, nn.BatchNorm))
   np.testing.assert_allclose(*(e.astype(jnp.float32) for e in evaluated), **tolerance)
 

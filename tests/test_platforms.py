@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from fer_flax import platforms
-from tests import conftest
+from fer_flax.core import platforms
+from tests import helpers
 
 
 def test_an_ordinary_start_prints_nothing_but_its_output():
   env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}
   result = subprocess.run([sys.executable, '-c', 'import fer_flax, jax; print(jax.devices())'],
-                          cwd=conftest.REPO, env=env, capture_output=True, text=True, timeout=120,
+                          cwd=helpers.REPO, env=env, capture_output=True, text=True, timeout=120,
                           check=False)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == '[CpuDevice(id=0)]' and result.stderr == ''

@@ -7,8 +7,8 @@ import subprocess
 import jax
 import numpy as np
 
-from fer_flax import preemption, train, writers
-from tests import conftest
+from fer_flax.train import loop, preemption, writers
+from tests import helpers
 
 _OVERRIDES = {'data.pipeline': 'memory', 'data.tfds_data_dir': '', 'num_epochs': 4,
               'log_every_steps': 1, 'optimizer.learning_rate': 3e-3, 'augment.flip': True,
@@ -16,7 +16,7 @@ _OVERRIDES = {'data.pipeline': 'memory', 'data.tfds_data_dir': '', 'num_epochs':
 
 
 def _command(archive, workdir):
-  return conftest.main_command(workdir, {**_OVERRIDES, 'data.path': archive})
+  return helpers.main_command(workdir, {**_OVERRIDES, 'data.path': archive})
 
 
 def _train_steps(workdir: pathlib.Path) -> list[int]:
@@ -29,24 +29,24 @@ def _train_steps(workdir: pathlib.Path) -> list[int]:
 def test_sigterm_checkpoints_every_finished_step_and_the_rerun_resumes_there(tmp_path,
                                                                              small_archive):
   workdir = tmp_path / 'preempted'
-  proc = subprocess.Popen(_command(small_archive, workdir), cwd=conftest.REPO,
+  proc = subprocess.Popen(_command(small_archive, workdir), cwd=helpers.REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   # metrics.jsonl is brought up to date at each checkpoint, the first at the end of epoch 1.
-  conftest.signal_when(lambda: bool(_train_steps(workdir)), proc, conftest.TERM, timeout=240)
+  helpers.signal_when(lambda: bool(_train_steps(workdir)), proc, helpers.TERM, timeout=240)
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == preemption.EXIT_STATUS, stderr[-3000:]
-  saved = max(conftest.checkpoint_steps(workdir))
+  saved = max(helpers.checkpoint_steps(workdir))
   assert 17 <= saved < 68, 'the signal must arrive mid-run for this test to mean anything'
   assert max(_train_steps(workdir)) <= saved  # every step that finished is in the checkpoint
   assert f'preempted: checkpoint saved at step {saved}' in stderr
 
-  rerun = subprocess.run(_command(small_archive, workdir), cwd=conftest.REPO,
+  rerun = subprocess.run(_command(small_archive, workdir), cwd=helpers.REPO,
                          capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f'resuming at step {saved}' in rerun.stderr
-  config = conftest.tiny_config(small_archive, pathlib.Path(''), **_OVERRIDES)
-  straight = train.train_and_evaluate(config, str(tmp_path / 'straight'))
-  resumed = train.train_and_evaluate(config, str(workdir))  # finished: restores the last step
+  config = helpers.tiny_config(small_archive, pathlib.Path(''), **_OVERRIDES)
+  straight = loop.train_and_evaluate(config, str(tmp_path / 'straight'))
+  resumed = loop.train_and_evaluate(config, str(workdir))  # finished: restores the last step
   assert int(resumed.step) == int(straight.step) == 68
   for part in ('params', 'opt_state', 'ema'):
     jax.tree.map(np.testing.assert_array_equal, getattr(resumed, part), getattr(straight, part))

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from fer_flax import models, progressive, steps
-from fer_flax.errors import UserError
-from fer_flax.sharding import Parallel
+from fer_flax import models
+from fer_flax.core.errors import UserError
+from fer_flax.core.mesh import Parallel
+from fer_flax.data import progressive
+from fer_flax.train import step_fns
 
 
 def _config(sizes, fractions, num_epochs=10):
@@ -51,8 +53,8 @@ def test_a_flattening_head_pools_a_smaller_grid_onto_its_own_as_adaptive_average
   x = jnp.arange(2 * 2 * 2, dtype=jnp.float32).reshape(1, 2, 2, 2)
   pooled = models.flatten_grid(x, num_pools=4).reshape(3, 3, 2)  # 48 -> 3x3 after four pools
   row = lambda r: [x[0, r, 0], (x[0, r, 0] + x[0, r, 1]) / 2, x[0, r, 1]]
-  np.testing.assert_allclose(pooled, [row(0), [(a + b) / 2 for a, b in zip(row(0), row(1))],
-                                      row(1)])
+  middle = [(a + b) / 2 for a, b in zip(row(0), row(1), strict=True)]
+  np.testing.assert_allclose(pooled, [row(0), middle, row(1)])
   same = jnp.arange(3 * 3 * 2, dtype=jnp.float32).reshape(1, 3, 3, 2)
   np.testing.assert_array_equal(models.flatten_grid(same, 4), same.reshape(1, -1))
 
@@ -73,17 +75,17 @@ def test_the_train_step_learns_from_the_smaller_faces_it_is_given():
   config.model.dropout_rate = 0.0
   model = models.create_model(config.model)
   parallel = Parallel(jax.devices()[:1])
-  train_steps = steps.compile_train_steps(config, parallel)
+  train_steps = step_fns.compile_train_steps(config, parallel)
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.integers(0, 256, (1, 8, 48, 48, 1), dtype=np.uint8)),
            'label': jnp.arange(8, dtype=jnp.int32)[None] % 7}
   losses = {}
   for size in (48, 24):
-    state, _ = steps.initial_state(config, model, lambda _: 1e-3, parallel)
+    state, _ = step_fns.initial_state(config, model, lambda _: 1e-3, parallel)
     _, metrics = train_steps(state, batch, jax.random.key(1), size)
     losses[size] = float(metrics['loss'])
   small = progressive.resize(models.preprocess(batch['image'][0]), 24)
-  init, _ = steps.initial_state(config, model, lambda _: 1e-3, parallel)
+  init, _ = step_fns.initial_state(config, model, lambda _: 1e-3, parallel)
   logits = model.apply(init.variables(), small, train=True, mutable=['batch_stats'])[0]
   expected = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch['label'][0][:, None], -1)
   assert losses[24] == pytest.approx(float(expected.sum()), rel=1e-5)

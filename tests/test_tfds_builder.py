@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from fer_flax import fer2013, tfds_builder
-from fer_flax.errors import UserError
-from tests import conftest
+from fer_flax.core.errors import UserError
+from fer_flax.data import fer2013, tfds_builder
+from tests import helpers
 
 
 def test_tfds_load_gives_the_archive_examples(small_archive, tfds_dir):
@@ -26,7 +26,7 @@ def test_tfds_load_gives_the_archive_examples(small_archive, tfds_dir):
 def test_prepare_twice_reuses_and_other_source_is_refused(tmp_path, small_archive, tfds_dir):
   builder = tfds_builder.prepare(small_archive, str(tfds_dir))
   assert builder.is_prepared()
-  other = conftest.write_zip(tmp_path / 'other.zip', conftest.make_examples({'Training': 1}, 5))
+  other = helpers.write_zip(tmp_path / 'other.zip', helpers.make_examples({'Training': 1}, 5))
   with pytest.raises(UserError, match=r'was prepared from .*fer2013.zip, not from .*other.zip; '
                                       r'pass --config.data.tfds_data_dir'):
     tfds_builder.prepare(other, str(tfds_dir))
@@ -43,7 +43,7 @@ def test_manual_dir_holding_the_archive(tmp_path, small_archive):
 
 
 def test_corrupt_image_stops_preparation_naming_the_file(tmp_path):
-  path = conftest.write_zip(tmp_path / 'a.zip', conftest.make_examples({'Training': 1}))
+  path = helpers.write_zip(tmp_path / 'a.zip', helpers.make_examples({'Training': 1}))
   with zipfile.ZipFile(path, 'a') as z:
     z.writestr('train/fear/Training_broken.jpg', b'\xff\xd8 not really a jpeg')
   with pytest.raises(UserError, match=r'train/fear/Training_broken.jpg: not a readable image'):
@@ -52,10 +52,10 @@ def test_corrupt_image_stops_preparation_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize('form', ['zip', 'folder', 'csv'])
 def test_every_form_prepares_the_same_splits(tmp_path, form):
-  examples = conftest.make_examples({'Training': 2, 'PublicTest': 1, 'PrivateTest': 1}, seed=3)
-  path = {'zip': lambda: conftest.write_zip(tmp_path / 'a.zip', examples),
-          'folder': lambda: conftest.write_folder(tmp_path / 'unzipped', examples),
-          'csv': lambda: conftest.write_csv(tmp_path / 'fer2013.csv', examples)}[form]()
+  examples = helpers.make_examples({'Training': 2, 'PublicTest': 1, 'PrivateTest': 1}, seed=3)
+  path = {'zip': lambda: helpers.write_zip(tmp_path / 'a.zip', examples),
+          'folder': lambda: helpers.write_folder(tmp_path / 'unzipped', examples),
+          'csv': lambda: helpers.write_csv(tmp_path / 'fer2013.csv', examples)}[form]()
   builder = tfds_builder.prepare(path, str(tmp_path / 'tfds'))
   assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {
       'train': 14, 'public_test': 7, 'private_test': 7}

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 import fer_flax
-from fer_flax import predict, video
-from tests import conftest
+from fer_flax.serve import video
+from fer_flax.serve.predictor import predict_files
+from tests import helpers
 
 PHOTO = pathlib.Path(__file__).parent / 'data' / 'astronaut.jpg'
 
@@ -35,13 +36,13 @@ def clip(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def predictor():
+def shipped_predictor():
   return fer_flax.Predictor.pretrained()
 
 
-def test_frames_are_sampled_at_the_asked_rate_and_one_face_keeps_its_track(predictor, clip,
+def test_frames_are_sampled_at_the_asked_rate_and_one_face_keeps_its_track(shipped_predictor, clip,
                                                                           tmp_path):
-  results = list(predict.predict_files(predictor, [clip], tmp_path / 'ann', fps=5))
+  results = list(predict_files(shipped_predictor, [clip], tmp_path / 'ann', fps=5))
   assert [r.frame for r in results] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28]
   assert [r.time for r in results] == pytest.approx([i / 5 for i in range(15)])
   assert all(r.error is None and len(r.faces) == 1 for r in results)
@@ -51,8 +52,8 @@ def test_frames_are_sampled_at_the_asked_rate_and_one_face_keeps_its_track(predi
   assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 15
 
 
-def test_the_predictor_api_reads_videos_too(predictor, clip):
-  results = list(predictor.predict_video(clip, fps=2, smooth=1.0))
+def test_the_predictor_api_reads_videos_too(shipped_predictor, clip):
+  results = list(shipped_predictor.predict_video(clip, fps=2, smooth=1.0))
   assert [r.frame for r in results] == [0, 5, 10, 15, 20, 25]
   assert all(r.faces[0].track == 0 and r.faces[0].emotion for r in results)
 
@@ -78,7 +79,7 @@ def test_tracks_follow_overlapping_boxes_and_new_faces_get_new_ids():
 def test_json_rows_of_a_video_carry_frame_time_and_track(clip, tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'fer_flax.predict', '--model=pretrained', '--json', '--fps=2',
-       '--smooth=1', str(clip)], cwd=conftest.REPO, capture_output=True, text=True, timeout=300)
+       '--smooth=1', str(clip)], cwd=helpers.REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   rows = [json.loads(line) for line in result.stdout.splitlines()]
   assert [(r['frame'], r['time'], r['track']) for r in rows] == [
@@ -96,7 +97,7 @@ def test_bad_videos_and_cameras_each_give_one_line_and_the_rest_still_run(clip, 
   result = subprocess.run(
       [sys.executable, '-m', 'fer_flax.predict', '--model=pretrained', '--json', '--camera=99',
        str(tmp_path / 'truncated.avi'), str(tmp_path / 'notes.mp4'), str(tmp_path / 'empty.avi'),
-       str(clip)], cwd=conftest.REPO, capture_output=True, text=True, timeout=300)
+       str(clip)], cwd=helpers.REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   rows = [json.loads(line) for line in result.stdout.splitlines()]
   errors = {pathlib.Path(r['file']).name: r['error'] for r in rows if 'error' in r}

@@ -7,13 +7,13 @@ import sys
 import numpy as np
 from PIL import Image
 
-from tests import conftest
+from tests import helpers
 
 
 def _run(module: str, *args: str) -> subprocess.CompletedProcess:
   """`python -m MODULE ARGS` with TensorFlow, TFDS and TensorBoard blocked; must succeed."""
   result = subprocess.run([sys.executable, '-m', 'tests.without_tensorflow', module, *args],
-                          cwd=conftest.REPO, capture_output=True, text=True, timeout=300)
+                          cwd=helpers.REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.rstrip().endswith('LOADED []'), result.stdout[-2000:]
   return result
@@ -22,7 +22,7 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess:
 def test_train_evaluate_ensemble_export_predict_plot_and_benchmark(tmp_path, small_archive,
                                                                     finished_run):
   run = tmp_path / 'run'
-  _run('fer_flax.main', *conftest.main_command(run, {
+  _run('fer_flax.main', *helpers.main_command(run, {
       'data.path': small_archive, 'data.pipeline': 'memory', 'steps_per_call': 4})[3:])
 
   _run('fer_flax.evaluate', f'--workdir={run}', '--tta=flip')
@@ -39,7 +39,7 @@ def test_train_evaluate_ensemble_export_predict_plot_and_benchmark(tmp_path, sma
   exported = tmp_path / 'exported'
   _run('fer_flax.export', f'--workdir={run}', f'--out={exported}')
   face = tmp_path / 'face.png'
-  Image.fromarray(conftest.face(3, np.random.default_rng(0))).save(face)
+  Image.fromarray(helpers.face(3, np.random.default_rng(0))).save(face)
   predicted = _run('fer_flax.predict', f'--model={exported}', '--no-detect', '--json', str(face))
   row = json.loads(predicted.stdout.splitlines()[0])
   assert row['file'] == str(face) and len(row['probabilities']) == 7

@@ -1,0 +1,25 @@
+"""The run's plan: derived from the config, resized by the budget, saved beside config.json."""
+
+from fer_flax.train import plan as plan_lib
+from fer_flax.train.plan import RunPlan
+from tests import helpers
+
+
+def test_a_plan_follows_its_config_and_a_resize_keeps_the_warm_up():
+  config = helpers.tiny_config('', '', num_epochs=4, **{
+      'optimizer.warmup_epochs': 1.5, 'progressive.sizes': (32,),
+      'progressive.fractions': (0.5,)})
+  plan = RunPlan.create(config, 10)
+  assert plan == RunPlan(10, 4, 15, (32, 32, 48, 48))
+  assert (plan.total_steps, plan.image_size(19), plan.image_size(20)) == (40, 32, 48)
+  assert RunPlan.create(config, 10, 8, 3.0) == RunPlan(10, 8, 30, (32,) * 4 + (48,) * 4)
+  assert plan.resized(config, 6) == RunPlan(10, 6, 15, (32, 32, 32, 48, 48, 48))
+  assert config.num_epochs == 4  # the config is never written back
+
+
+def test_a_saved_plan_loads_equal_and_a_workdir_without_one_has_none(tmp_path):
+  config = helpers.tiny_config('', '', num_epochs=3)
+  plan = RunPlan.create(config, 7)
+  assert plan_lib.load(tmp_path) is None
+  plan.save(tmp_path)
+  assert plan_lib.load(tmp_path) == plan
