@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 0.0  # kernels only, never biases or norms
   config.optimizer.schedule = 'constant'  # constant | cosine | onecycle
   config.optimizer.warmup_epochs = 0.0    # linear warm-up; one-cycle's rising phase
+  config.optimizer.warmup_share = 0.0     # >0: the warm-up as this share of the run's epochs
   config.optimizer.onecycle_div_factor = 25.0         # one-cycle starts at peak / this
   config.optimizer.onecycle_final_div_factor = 1e4    # and ends at its start / this
   config.optimizer.grad_clip_norm = 0.0   # 0 disables clipping

@@ -1,10 +1,14 @@
 """What every command shares: the absl spellings of negated booleans, and list flags."""
 
 import importlib.metadata
+import pathlib
+import subprocess
+import sys
 
 from absl import flags
 
 from fer_flax.core import cli
+from tests import helpers
 
 
 def test_old_negations_become_absl_ones_and_lists_split():
@@ -30,3 +34,12 @@ def test_every_script_on_the_path_starts_a_command():
                              'fer-flax-export', 'fer-flax-models', 'fer-flax-plots',
                              'fer-flax-predict', 'fer-flax-timing', 'fer-flax-train']
   assert all(callable(entry.load()) for entry in scripts.values())
+
+
+def test_a_script_reads_the_configs_of_the_folder_it_runs_in(tmp_path):
+  script = pathlib.Path(sys.executable).parent / 'fer-flax-train'
+  result = subprocess.run([str(script), '--config=configs/tiny.py', f'--workdir={tmp_path / "w"}',
+                           f'--config.data.path={tmp_path / "missing.zip"}'], cwd=helpers.REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("fer_flax: error: data path '")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from fer_flax.core.errors import UserError
-from fer_flax.data import fer2013, images
+from fer_flax.data import fer2013
 from tests import helpers
 
 
@@ -81,15 +81,6 @@ def test_archive_under_a_top_folder_and_folder_holding_a_zip(tmp_path):
   (tmp_path / 'holder').mkdir()
   helpers.write_zip(tmp_path / 'holder' / 'archive.zip', examples)
   assert fer2013.Source(tmp_path / 'holder').path.name == 'archive.zip'
-
-
-def test_colour_and_other_sizes_become_48x48_grayscale():
-  colour = Image.new('RGB', (100, 80), (255, 0, 0))
-  out = images.to_model_input(colour)
-  assert out.shape == (48, 48) and out.dtype == np.uint8
-  assert np.all(out == np.asarray(colour.convert('L'))[0, 0])
-  rgba = Image.new('RGBA', (10, 10), (0, 0, 0, 0))  # transparent pixels count as white
-  assert np.all(images.to_model_input(rgba) == 255)
 
 
 def _zip(tmp_path, members: dict[str, bytes]):

@@ -1,6 +1,5 @@
 """The optimizers and learning-rate schedules `config.optimizer` names."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np

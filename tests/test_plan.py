@@ -23,3 +23,12 @@ def test_a_saved_plan_loads_equal_and_a_workdir_without_one_has_none(tmp_path):
   assert plan_lib.load(tmp_path) is None
   plan.save(tmp_path)
   assert plan_lib.load(tmp_path) == plan
+
+
+def test_a_warm_up_given_as_a_share_follows_the_epochs():
+  config = helpers.tiny_config('', '', num_epochs=8, **{'optimizer.warmup_epochs': 3.0,
+                                                        'optimizer.warmup_share': 0.25})
+  assert RunPlan.create(config, 10).warmup_steps == 20
+  assert RunPlan.create(config, 10, 40).warmup_steps == 100
+  config.optimizer.warmup_share = 0.0
+  assert RunPlan.create(config, 10, 40).warmup_steps == 30  # epochs, whatever the run's length

@@ -1,6 +1,5 @@
 """The figures: confusion matrices, training curves, augmentation grids."""
 
-
 import numpy as np
 import pytest
 from PIL import Image

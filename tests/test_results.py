@@ -1,7 +1,5 @@
 """What prediction returns, drawn on the photo."""
 
-
-
 import numpy as np
 from PIL import Image
 

@@ -1,6 +1,5 @@
 """The compiled train step: label smoothing, every augmentation, the moving average, bfloat16."""
 
-
 import jax
 import jax.numpy as jnp
 import ml_collections

@@ -1,7 +1,6 @@
 """metrics.jsonl: what is flushed is kept, a resume drops the steps it redoes, a kill mid-write
 loses nothing."""
 
-
 import numpy as np
 import pytest
 

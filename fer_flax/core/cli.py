@@ -6,6 +6,7 @@ Each command defines its flags in `_define_flags()` and starts with `run()`, whi
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -40,7 +41,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], Any], define_flags: Callable[[], None]) -> None:
-  """Defines the command's flags and runs `main` under absl."""
+  """Defines the command's flags and runs `main` under absl. As `python -m` does, the current
+  folder comes first on the import path, so a `fer-flax-*` script finds `configs/` too."""
+  if os.getcwd() not in sys.path:
+    sys.path.insert(0, os.getcwd())
   define_flags()
   app.run(main, flags_parser=parse_flags)
 
