@@ -3,14 +3,8 @@
   python -m fer_flax.aot --config=configs/fast.py --accelerator_type=v6e-256 [--json=FILE]
       [--tta=none,flip,tencrop] [--config.FIELD=VALUE ...]
 
-XLA's TPU compiler (libtpu, the `tpu` extra) runs on any x86 host, and JAX describes a slice
-without owning it. This compiles, for the slice's chips and hosts, the programs `fer_flax.main`
-runs there with the shardings it uses (the global batch across every chip and host): the train
-call for each image size and number of steps a call takes, the evaluation step for each test-time
-augmentation, and the on-device input's shuffle and gather. It reports what each chip's HBM must
-hold against what it has, the FLOPs of a train step per chip, and a roofline estimate of the step
-and epoch times; a config that cannot run there ends in one line. The figures are compiled-for,
-not run-on: nothing executes.
+What it compiles and reports, and how: `fer_flax.train.aot` and docs/tpu_compile.md. Nothing
+executes: the figures are compiled-for, not run-on.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from ml_collections import config_flags
 from fer_flax import models
 from fer_flax.core import chips, cli
 from fer_flax.core.errors import UserError, exits_on_user_error
-from fer_flax.core.mesh import Parallel
+from fer_flax.core.mesh import Parallel, cost_analysis
 from fer_flax.data import feeds, fer2013
 from fer_flax.train import build
 from fer_flax.train.plan import RunPlan
@@ -67,10 +67,7 @@ def _compile(jitted, *args) -> tuple[Any, float]:
 
 def _flops(jitted, *args) -> float:
   """FLOPs of one call, as XLA's cost analysis of the lowered program counts them."""
-  analysis = jitted.lower(*args).cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return float((analysis or {}).get('flops', 0.0))
+  return float(cost_analysis(jitted.lower(*args)).get('flops', 0.0))
 
 
 def _train(config: ml_collections.ConfigDict, parallel: Parallel, steps: int,

@@ -26,6 +26,15 @@ def full_batches(num_examples: int, global_batch_size: int, num_shards: int) -> 
   return (num_examples // num_shards) // (global_batch_size // num_shards)
 
 
+def cost_analysis(program: Any) -> dict[str, float]:
+  """XLA's cost analysis of a lowered or compiled program as one dict (FLOPs, bytes accessed);
+  JAX versions differ in giving a dict or a list of one."""
+  cost = program.cost_analysis() or {}
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return cost
+
+
 class Parallel:
   """The mesh of `devices` (default: all of them), its shardings, and `jit` for it.
 

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from fer_flax.core.errors import UserError
+from fer_flax.core.mesh import cost_analysis
 from fer_flax.data import fer2013
 from fer_flax.models.layers import BatchNorm, Conv, max_pool_2x2
 
@@ -226,5 +227,5 @@ def describe(model: nn.Module, image_size: int = fer2013.IMAGE_SIZE) -> tuple[in
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
   params = count_parameters(variables['params'])
   lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
-  return params, float(lowered.cost_analysis()['flops'])
+  return params, float(cost_analysis(lowered)['flops'])
 

@@ -29,7 +29,7 @@ import ml_collections
 from fer_flax import models
 from fer_flax.core import chips, platforms
 from fer_flax.core.errors import UserError
-from fer_flax.core.mesh import Parallel, full_batches
+from fer_flax.core.mesh import Parallel, cost_analysis, full_batches
 from fer_flax.data import augment, feeds, fer2013, on_device
 from fer_flax.train import optim, step_fns
 from fer_flax.train.plan import RunPlan
@@ -138,9 +138,7 @@ def _compile(name: str, jitted: Callable, args: Sequence[Any],
       raise HbmExhausted(f'{name}: {reason}') from e
     raise
   seconds = time.perf_counter() - start
-  memory, cost = compiled.memory_analysis(), compiled.cost_analysis() or {}
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
+  memory, cost = compiled.memory_analysis(), cost_analysis(compiled)
   return Program(name, seconds, memory.argument_size_in_bytes, memory.output_size_in_bytes,
                  memory.alias_size_in_bytes, memory.temp_size_in_bytes,
                  memory.generated_code_size_in_bytes, float(cost.get('flops', 0.0)),
