@@ -226,8 +226,8 @@ def _grid() -> epath.Path:
   if not FLAGS.data:
     raise app.UsageError('grid needs --data')
   workdir = _one_workdir('grid')
-  loading.check_source(FLAGS.model, workdir, FLAGS.step)
-  predictor = Predictor.load(FLAGS.model, workdir, FLAGS.step, detect=False)
+  predictor = Predictor.from_loaded(loading.load_model(FLAGS.model, workdir, FLAGS.step),
+                                    detect=False)
   return prediction_grid_png(predictor, fer2013.Source(FLAGS.data), FLAGS.split,
                              FLAGS.out or 'grid.png', per_class=FLAGS.per_class)
 

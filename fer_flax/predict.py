@@ -125,14 +125,14 @@ def main(argv: list[str]) -> None:
     raise app.UsageError('give at least one photo, video or folder, or --camera=INDEX')
   if FLAGS.fps <= 0:
     raise app.UsageError('--fps must be above 0')
-  loading.check_source(FLAGS.model, FLAGS.workdir, FLAGS.step)
   if FLAGS.json and FLAGS.csv:
     raise app.UsageError('give at most one of --json and --csv')
   options = dict(detect=FLAGS.detect, detector=FLAGS.detector, align=FLAGS.align,
                  margin=FLAGS.margin,
                  min_face_size=FLAGS.min_face_size,
                  batch_size=FLAGS.batch_size)
-  predictor = Predictor.load(FLAGS.model, FLAGS.workdir, FLAGS.step, **options)
+  predictor = Predictor.from_loaded(loading.load_model(FLAGS.model, FLAGS.workdir, FLAGS.step),
+                                    **options)
   annotate_dir = pathlib.Path(FLAGS.annotate) if FLAGS.annotate else None
   results = predict_files(predictor, expand_inputs(paths), annotate_dir, FLAGS.fps, FLAGS.smooth)
   if FLAGS.camera is not None:

@@ -83,8 +83,12 @@ class Predictor:
            **kwargs: Any) -> Predictor:
     """From `model` ("pretrained" or an exported folder; the default) or from a training run's
     `workdir`."""
-    loaded = loading.load_model('pretrained' if model is None and workdir is None else model,
-                                workdir, step)
+    return cls.from_loaded(loading.load_model(
+        'pretrained' if model is None and workdir is None else model, workdir, step), **kwargs)
+
+  @classmethod
+  def from_loaded(cls, loaded: loading.LoadedModel, **kwargs: Any) -> Predictor:
+    """The model `loading.load_model` loaded."""
     return cls(models.create_model(loaded.config.model), loaded.variables, **kwargs)
 
   def detect(self, image: Image.Image) -> list[faces.Detection]:

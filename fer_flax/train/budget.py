@@ -169,10 +169,7 @@ def fit(config: ml_collections.ConfigDict, workdir: Any, resuming: bool, paralle
   elapsed_seconds += time.perf_counter() - tic
   budget_seconds = 60 * config.time_budget_minutes
   epochs = _agreed(epochs_that_fit(budget_seconds, elapsed_seconds, pace, config))
-  # The warm-up keeps its share of the run: as the config gives it, or as its epochs were of
-  # `num_epochs`.
-  warmup_epochs = (plan_lib.warmup_share_epochs(config, epochs)
-                   or config.optimizer.warmup_epochs * epochs / config.num_epochs)
+  warmup_epochs = plan_lib.warmup_epochs_of(config, epochs, scaled=True)
   plan = RunPlan.create(config, steps_per_epoch, epochs, warmup_epochs)
   logging.info('time budget %g min: an epoch takes %s (training and evaluation), %.1f s gone; '
                '%d epochs fit (warm-up %.2f epochs)', config.time_budget_minutes,

@@ -35,7 +35,7 @@ class RunPlan:
     """The plan of `config` (or of `num_epochs` epochs, `warmup_epochs` of them warming up)."""
     num_epochs = num_epochs or config.num_epochs
     if warmup_epochs is None:
-      warmup_epochs = warmup_share_epochs(config, num_epochs) or config.optimizer.warmup_epochs
+      warmup_epochs = warmup_epochs_of(config, num_epochs)
     return cls(steps_per_epoch, num_epochs, int(warmup_epochs * steps_per_epoch),
                tuple(progressive.epoch_sizes(config, num_epochs)))
 
@@ -60,10 +60,17 @@ class RunPlan:
         json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + '\n')
 
 
-def warmup_share_epochs(config: ml_collections.ConfigDict, num_epochs: int) -> float:
-  """The warm-up of a run of `num_epochs` whose config gives it as a share
-  (`optimizer.warmup_share`); 0 when it gives epochs instead."""
-  return config.optimizer.get('warmup_share', 0.0) * num_epochs
+def warmup_epochs_of(config: ml_collections.ConfigDict, num_epochs: int,
+                     scaled: bool = False) -> float:
+  """The warm-up epochs of a run of `num_epochs`: `optimizer.warmup_share` of them when the config
+  gives a share; else `optimizer.warmup_epochs`, `scaled` by `num_epochs / config.num_epochs` for a
+  run the time budget sized (so the warm-up keeps its share of the run)."""
+  share = config.optimizer.get('warmup_share', 0.0)
+  if share:
+    return share * num_epochs
+  if scaled:
+    return config.optimizer.warmup_epochs * num_epochs / config.num_epochs
+  return config.optimizer.warmup_epochs
 
 
 def load(workdir: epath.PathLike) -> RunPlan | None:
