@@ -35,7 +35,7 @@ from fer_flax.core.errors import exits_on_user_error
 from fer_flax.data import fer2013
 from fer_flax.serve import faces, loading, video
 from fer_flax.serve.predictor import Predictor, expand_inputs, predict_files
-from fer_flax.serve.results import Result
+from fer_flax.serve.results import Result, record
 
 
 def _rows(results: Iterable[Result]) -> Iterator[dict[str, Any]]:
@@ -43,10 +43,7 @@ def _rows(results: Iterable[Result]) -> Iterator[dict[str, Any]]:
     if r.error:
       yield {'file': r.file, 'error': r.error}
     for i, face in enumerate(r.faces):
-      row = {'file': r.file, 'face': i, 'box': list(face.box) if face.box else None,
-             'score': None if face.score is None else round(face.score, 4),
-             'emotion': face.emotion, 'confidence': round(face.confidence, 4),
-             'probabilities': {k: round(v, 4) for k, v in face.probabilities.items()}}
+      row = record(r.file, i, face)
       if r.frame is not None:
         row.update(frame=r.frame, time=r.time, track=face.track)
       yield row
@@ -55,13 +52,12 @@ def _rows(results: Iterable[Result]) -> Iterator[dict[str, Any]]:
 FLAGS = flags.FLAGS
 
 
-def _define_flags() -> None:
+def define_predictor_flags() -> None:
+  """The model and the face-finding flags; `python -m fer_flax.serve` takes them too."""
   flags.DEFINE_string('model', None, '"pretrained" for the model shipped in the package, or a '
                       'folder written by python -m fer_flax.export.')
   flags.DEFINE_string('workdir', None, 'A training run whose best checkpoint classifies.')
   flags.DEFINE_integer('step', None, 'With --workdir: the checkpoint step; default: the best.')
-  flags.DEFINE_boolean('detect', True, 'Find the faces first; --nodetect classifies each image '
-                       'as one face, already cropped.')
   flags.DEFINE_enum('detector', 'yunet', faces.DETECTORS, 'yunet (boxes, landmarks, scores) or '
                     'OpenCV\'s Haar cascade.')
   flags.DEFINE_boolean('align', True, 'Turn tilted faces upright; --noalign crops them as '
@@ -70,6 +66,20 @@ def _define_flags() -> None:
                      'FER2013 would give it, on each side.')
   flags.DEFINE_integer('min_face_size', 0, 'Smallest face to report, in pixels (Haar: to look '
                        'for; at least 12).')
+
+
+def predictor_from_flags(**options: Any) -> tuple[loading.LoadedModel, Predictor]:
+  """The model the flags name, and a Predictor of it with their face options and `options`."""
+  loaded = loading.load_model(FLAGS.model, FLAGS.workdir, FLAGS.step)
+  return loaded, Predictor.from_loaded(
+      loaded, detector=FLAGS.detector, align=FLAGS.align, margin=FLAGS.margin,
+      min_face_size=FLAGS.min_face_size, **options)
+
+
+def _define_flags() -> None:
+  define_predictor_flags()
+  flags.DEFINE_boolean('detect', True, 'Find the faces first; --nodetect classifies each image '
+                       'as one face, already cropped.')
   flags.DEFINE_integer('batch_size', 64, 'Faces classified per batch.')
   flags.DEFINE_integer('camera', None, 'Also classify the faces a camera sees (its OpenCV index), '
                        'until Ctrl-C.')
@@ -127,12 +137,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError('--fps must be above 0')
   if FLAGS.json and FLAGS.csv:
     raise app.UsageError('give at most one of --json and --csv')
-  options = dict(detect=FLAGS.detect, detector=FLAGS.detector, align=FLAGS.align,
-                 margin=FLAGS.margin,
-                 min_face_size=FLAGS.min_face_size,
-                 batch_size=FLAGS.batch_size)
-  predictor = Predictor.from_loaded(loading.load_model(FLAGS.model, FLAGS.workdir, FLAGS.step),
-                                    **options)
+  _, predictor = predictor_from_flags(detect=FLAGS.detect, batch_size=FLAGS.batch_size)
   annotate_dir = pathlib.Path(FLAGS.annotate) if FLAGS.annotate else None
   results = predict_files(predictor, expand_inputs(paths), annotate_dir, FLAGS.fps, FLAGS.smooth)
   if FLAGS.camera is not None:

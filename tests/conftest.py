@@ -4,6 +4,9 @@ that tests call live in `tests.helpers`."""
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -51,3 +54,29 @@ def packed_predictor(packed_run):
   """A Predictor of the packed tiny run, eight faces a batch."""
   from fer_flax.serve.predictor import Predictor  # pylint: disable=g-import-not-at-top
   return Predictor.pretrained(packed_run, batch_size=8)
+
+
+@pytest.fixture(scope='session')
+def served(tmp_path_factory):
+  """`python -m fer_flax.serve --model=pretrained` on a free port: (its URL, the process)."""
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  port = helpers.free_port()
+  log = tmp_path_factory.mktemp('server') / 'server.log'
+  with log.open('w') as out:
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'fer_flax.serve', '--model=pretrained', f'--port={port}'],
+        cwd=helpers.REPO, stdout=out, stderr=subprocess.STDOUT)
+  url = f'http://127.0.0.1:{port}'
+  deadline = time.monotonic() + 180
+  while True:
+    try:
+      with urllib.request.urlopen(f'{url}/healthz', timeout=5):
+        break
+    except OSError:
+      if process.poll() is not None or time.monotonic() > deadline:
+        process.kill()
+        pytest.fail(f'the server did not start: {log.read_text()[-3000:]}')
+      time.sleep(0.5)
+  yield url, process
+  process.terminate()
+  process.wait(timeout=30)

@@ -8,10 +8,13 @@ import io
 import os
 import pathlib
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -167,3 +170,61 @@ def bad_files(folder: pathlib.Path) -> pathlib.Path:
   Image.new('RGB', (200, 200), (30, 120, 200)).save(folder / 'sky.png')
   shutil.copy(PHOTO, folder / 'good.jpg')
   return folder
+
+
+def free_port() -> int:
+  """A TCP port nobody listens on now."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+  """A PNG that claims `width` x `height` pixels and holds none: huge dimensions in a few bytes."""
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack('>I', len(data)) + kind + data
+            + struct.pack('>I', zlib.crc32(kind + data)))
+  header = struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)
+  return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IEND', b'')
+
+
+def photo_as(fmt: str, mode: str | None = None) -> bytes:
+  """The test photo saved as `fmt` in `mode` (16-bit grayscale: 'I;16')."""
+  image = Image.open(PHOTO)
+  if mode == 'I;16':
+    gray = np.asarray(image.convert('L'), np.uint16) * 257
+    image = Image.fromarray(gray)
+  elif mode is not None:
+    image = image.convert(mode)
+  out = io.BytesIO()
+  image.save(out, fmt)
+  return out.getvalue()
+
+
+def bad_requests() -> list[tuple[str, dict, int, str]]:
+  """(what, httpx request arguments for POST /v1/predict, status, part of the message) for each
+  kind of request the server must refuse."""
+  jpeg = {'Content-Type': 'image/jpeg'}
+  photo = PHOTO.read_bytes()
+  gray = io.BytesIO()
+  Image.new('L', (200, 200), 128).save(gray, 'PNG')
+  floats = io.BytesIO()
+  Image.fromarray(np.full((64, 64), 0.5, np.float32)).save(floats, 'TIFF')
+  return [
+      ('empty body', dict(content=b'', headers=jpeg), 400, 'empty'),
+      ('not an image', dict(content=b'hello, world\n' * 10, headers=jpeg), 415, 'not an image'),
+      ('truncated', dict(content=photo[:len(photo) // 2], headers=jpeg), 400, 'truncated'),
+      ('huge dimensions', dict(content=png_header_only(30000, 30000),
+                               headers={'Content-Type': 'image/png'}), 413, 'megapixels'),
+      ('too large a body', dict(content=bytes(21 * 2**20), headers=jpeg), 413, 'MB limit'),
+      ('wrong content type', dict(content=photo, headers={'Content-Type': 'text/plain'}), 415,
+       'content type'),
+      ('no face', dict(content=gray.getvalue(), headers={'Content-Type': 'image/png'}), 422,
+       'no face'),
+      ('floating-point pixels', dict(content=floats.getvalue(),
+                                     headers={'Content-Type': 'image/tiff'}), 415, 'floating'),
+      ('a form without files', dict(files={'note': (None, 'no photo')}), 400, 'no files'),
+      ('an empty file', dict(files={'file': ('a.jpg', b'')}), 400, 'a.jpg: the file is empty'),
+      ('a bad flag', dict(content=photo, headers=jpeg, params={'detect': 'perhaps'}), 422,
+       'detect'),
+  ]

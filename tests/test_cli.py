@@ -32,7 +32,8 @@ def test_every_script_on_the_path_starts_a_command():
              if e.value.startswith('fer_flax.')}
   assert sorted(scripts) == ['fer-flax-aot', 'fer-flax-benchmark', 'fer-flax-evaluate',
                              'fer-flax-export', 'fer-flax-models', 'fer-flax-plots',
-                             'fer-flax-predict', 'fer-flax-timing', 'fer-flax-train']
+                             'fer-flax-predict', 'fer-flax-serve', 'fer-flax-timing',
+                             'fer-flax-train']
   assert all(callable(entry.load()) for entry in scripts.values())
 
 

@@ -43,8 +43,10 @@ def _commands() -> dict[str, set[str]]:
 @pytest.mark.parametrize('module', sorted(_commands()))
 def test_every_flag_the_readme_gives_a_command_exists(module):
   flags = _commands()[module]
-  code = (f'import {module} as m; m._define_flags(); from absl import flags; '
-          'print(" ".join(flags.FLAGS))')
+  # A package's command is its __main__ (python -m fer_flax.serve).
+  code = (f'import importlib; m = importlib.import_module("{module}"); '
+          f'm = importlib.import_module("{module}.__main__") if hasattr(m, "__path__") else m; '
+          'm._define_flags(); from absl import flags; print(" ".join(flags.FLAGS))')
   result = subprocess.run([sys.executable, '-c', code], cwd=helpers.REPO, capture_output=True,
                           text=True, timeout=120, check=True)
   defined = set(result.stdout.split())

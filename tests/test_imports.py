@@ -7,7 +7,7 @@ import pathlib
 import fer_flax
 
 PACKAGE = pathlib.Path(fer_flax.__file__).parent
-# Bottom to top; the command-line modules (fer_flax/*.py) sit above them all.
+# Bottom to top; the command-line modules (fer_flax/*.py and the layers' __main__) sit above.
 LAYERS = ('core', 'data', 'models', 'train', 'serve')
 
 
@@ -35,9 +35,9 @@ def _imports(path: pathlib.Path, modules: dict[str, pathlib.Path]) -> set[str]:
 
 def _layer(module: str) -> int:
   parts = module.split('.')
-  if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS):
+  if parts[-1] != '__main__' and (len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS)):
     return LAYERS.index(parts[1])
-  return len(LAYERS)  # a command
+  return len(LAYERS)  # a command: fer_flax/*.py, or a layer's __main__
 
 
 def _graph() -> dict[str, set[str]]:
@@ -74,4 +74,5 @@ def test_the_layers_hold_what_they_name():
       *LAYERS}
   commands = sorted(m for m in _graph() if _layer(m) == len(LAYERS))
   assert commands == ['fer_flax.aot', 'fer_flax.benchmark', 'fer_flax.evaluate', 'fer_flax.export',
-                      'fer_flax.main', 'fer_flax.plots', 'fer_flax.predict', 'fer_flax.timing']
+                      'fer_flax.main', 'fer_flax.models.__main__', 'fer_flax.plots',
+                      'fer_flax.predict', 'fer_flax.serve.__main__', 'fer_flax.timing']

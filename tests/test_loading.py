@@ -11,6 +11,7 @@ def test_the_shipped_model_loads_by_name():
   loaded = loading.load_model('pretrained')
   assert loaded.source == str(package.PRETRAINED_DIR) and loaded.step > 0
   assert loaded.config.model.name and loaded.variables['params']
+  assert loaded.accuracy == pytest.approx(0.6879, abs=1e-4)  # model.json's measurement
 
 
 def test_a_checkpoint_and_its_package_load_the_same_model(finished_run, tmp_path):
@@ -19,6 +20,7 @@ def test_a_checkpoint_and_its_package_load_the_same_model(finished_run, tmp_path
   package.save(str(workdir), tmp_path / 'pkg')
   packed = loading.load_model(str(tmp_path / 'pkg'))
   assert packed.step == from_run.step and packed.config.to_dict() == from_run.config.to_dict()
+  assert packed.accuracy == from_run.accuracy and 0 < from_run.accuracy <= 1
   np.testing.assert_allclose(packed.variables['params']['Dense_0']['kernel'],
                              from_run.variables['params']['Dense_0']['kernel'], atol=1e-3)
 

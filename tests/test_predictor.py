@@ -11,10 +11,10 @@ from PIL import Image
 
 import fer_flax
 from fer_flax import models
-from fer_flax.core.errors import UserError
+from fer_flax.core.errors import ImageError, UserError
 from fer_flax.data import fer2013
 from fer_flax.serve import package
-from fer_flax.serve.predictor import expand_inputs, predict_files
+from fer_flax.serve.predictor import expand_inputs, open_image, predict_files
 from tests import helpers
 
 
@@ -82,3 +82,38 @@ def test_the_shipped_model_labels_the_face_in_a_photo():
   assert len(faces) == 1
   _check_face(faces[0])
   assert info['model']['name'] in models.MODELS
+
+
+def test_a_photo_over_the_pixel_limit_is_refused_before_it_is_decoded():
+  with pytest.raises(ImageError, match='huge.png: over 100 megapixels; shrink it') as refused:
+    open_image(helpers.png_header_only(20_000, 20_000), name='huge.png')  # 400 MP in 45 bytes
+  assert refused.value.reason == 'too large'
+  with pytest.raises(ImageError, match='over 0.01 megapixels'):
+    open_image(helpers.PHOTO, max_pixels=10_000)
+  with pytest.raises(ImageError, match=r'^the photo: not an image$'):
+    open_image(b'plain text')
+
+
+def test_batches_are_padded_to_a_power_of_two_and_give_the_same_answers(packed_predictor):
+  assert [packed_predictor.padded_size(n) for n in (1, 2, 3, 5, 8, 9, 100)] == [
+      1, 2, 4, 8, 8, 8, 8]  # batch_size 8
+  packed_predictor.warm_up()
+  crops = [helpers.face(i % 7, np.random.default_rng(i)) for i in range(11)]
+  together = packed_predictor.classify(crops)
+  alone = np.concatenate([packed_predictor.classify([c]) for c in crops])
+  np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_threads_share_a_predictor_each_with_its_own_detector(packed_predictor):
+  import concurrent.futures
+  import threading
+  together = threading.Barrier(4)  # Four threads at once, each with a detector of its own.
+
+  def predict(_):
+    together.wait(timeout=60)
+    return id(packed_predictor._detector), [f.box for f in packed_predictor.predict(helpers.PHOTO)]
+
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    found = list(pool.map(predict, range(4)))
+  assert len({detector for detector, _ in found}) == 4
+  assert all(boxes == found[0][1] and len(boxes) == 1 for _, boxes in found)

@@ -26,3 +26,12 @@ def test_annotate_draws_boxes_on_a_copy(packed_predictor, tmp_path):
   x, y, w, h = results[0].faces[0].box
   assert np.abs(drawn[y + h // 2, x] - [255, 215, 0]).sum() < 60  # the box edge is gold
   assert np.abs(drawn - original).mean() < 10  # the rest is the photo
+
+
+def test_a_face_is_recorded_as_predict_json_prints_it():
+  face = results.Face((1, 2, 3, 4), 'happy', 0.912345, {'happy': 0.912345, 'sad': 0.087655},
+                      0.99999)
+  assert results.record('a.jpg', 0, face) == {
+      'file': 'a.jpg', 'face': 0, 'box': [1, 2, 3, 4], 'score': 1.0, 'emotion': 'happy',
+      'confidence': 0.9123, 'probabilities': {'happy': 0.9123, 'sad': 0.0877}}
+  assert results.record('b.jpg', 2, results.Face(None, 'sad', 0.5, {}))['box'] is None

@@ -18,11 +18,13 @@ from fer_flax.train import workdirs
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
   """A model's training config and evaluation variables, and where they came from: the run's
-  workdir or the package folder, and the training step."""
+  workdir or the package folder, the training step, and the accuracy training measured for it on
+  `config.data.eval_split` (None if it measured none)."""
   config: ml_collections.ConfigDict
   variables: dict[str, Any]
   source: str
   step: int
+  accuracy: float | None = None
 
 
 def check_source(model: str | None, workdir: str | None, step: int | None = None) -> None:
@@ -40,7 +42,9 @@ def load_model(model: str | None = None, workdir: str | None = None,
   check_source(model, workdir, step)
   if workdir is not None:
     config, variables, step = workdirs.restore_variables(workdir, step)
-    return LoadedModel(config, variables, str(workdir), step)
+    metrics = workdirs.manager(workdir, config, read_only=True).metrics(step) or {}
+    return LoadedModel(config, variables, str(workdir), step, metrics.get('accuracy'))
   directory = package.resolve(model)
   config, variables, info = package.load(directory)
-  return LoadedModel(config, variables, str(directory), info['step'])
+  return LoadedModel(config, variables, str(directory), info['step'],
+                     info.get('eval_accuracy_float32'))

@@ -11,6 +11,8 @@ import functools
 import io
 import os
 import pathlib
+import threading
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -19,41 +21,54 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fer_flax import models
-from fer_flax.core.errors import UserError
+from fer_flax.core.errors import ImageError, UserError
 from fer_flax.core.padding import pad_rows
 from fer_flax.data import fer2013, images
 from fer_flax.models import inference
 from fer_flax.serve import faces, loading, package, video
 from fer_flax.serve.results import Face, Result, annotate, make_face
 
+# The largest photo opened, in pixels: a 100-megapixel camera's.
+MAX_PIXELS = 100_000_000
 # Annotated photos wait, decoded, for their faces' batch: at most this many at a time.
 _MAX_PENDING_ANNOTATIONS = 8
 
 
-def open_image(source: Any) -> Image.Image:
-  """A PIL image from a path, bytes, a PIL image or an array; raises UserError when unusable."""
+def open_image(source: Any, max_pixels: int = MAX_PIXELS, name: str | None = None
+               ) -> Image.Image:
+  """A PIL image from a path, bytes, a PIL image or an array; raises ImageError, naming it
+  `name` (default: its path), when unusable or over `max_pixels` (read from its header, before
+  its pixels are decoded)."""
   if isinstance(source, Image.Image):
     return ImageOps.exif_transpose(source)
   if isinstance(source, np.ndarray):
     return Image.fromarray(source)
-  name = str(source)
+  name = name or ('the photo' if isinstance(source, bytes) else str(source))
+  too_large = ImageError(f'{name}: over {max_pixels / 1e6:g} megapixels; shrink it', 'too large')
   try:
     data = source if isinstance(source, bytes) else pathlib.Path(source).read_bytes()
-    image = Image.open(io.BytesIO(data))
+    with warnings.catch_warnings():  # Our own limit speaks instead of PIL's warning.
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      image = Image.open(io.BytesIO(data))
+    if image.width * image.height > max_pixels:
+      raise too_large
     image.load()
   except FileNotFoundError:
     raise UserError(f'{name}: no such file') from None
   except IsADirectoryError:
     raise UserError(f'{name}: is a folder') from None
   except UnidentifiedImageError:
-    raise UserError(f'{name}: not an image') from None
+    raise ImageError(f'{name}: not an image', 'not an image') from None
+  except Image.DecompressionBombError:
+    raise too_large from None
   except (OSError, SyntaxError, ValueError) as e:
-    raise UserError(f'{name}: unreadable or truncated image ({e})') from None
+    raise ImageError(f'{name}: unreadable or truncated image ({e})', 'unreadable') from None
   return ImageOps.exif_transpose(image)
 
 
 class Predictor:
-  """Classifies faces with a trained model; finds them first unless `detect` is False."""
+  """Classifies faces with a trained model; finds them first unless `detect` is False. Threads
+  may share one: each gets its own detector."""
 
   def __init__(self, model: Any, variables: dict[str, Any], *, detect: bool = True,
                detector: str = 'yunet', align: bool = True, margin: float = 0.0,
@@ -64,7 +79,10 @@ class Predictor:
     self.margin = margin
     self.batch_size = batch_size
     self._apply = jax.jit(functools.partial(inference.probabilities, model.apply))
-    self._detector = faces.create_detector(detector, min_face_size=min_face_size)
+    self._new_detector = functools.partial(faces.create_detector, detector,
+                                           min_face_size=min_face_size)
+    self._local = threading.local()
+    self._local.detector = self._new_detector()  # Here, so that a missing model fails here.
 
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, step: int | None = None,
@@ -91,26 +109,51 @@ class Predictor:
     """The model `loading.load_model` loaded."""
     return cls(models.create_model(loaded.config.model), loaded.variables, **kwargs)
 
+  @property
+  def _detector(self) -> faces.YuNet | faces.Haar:
+    """This thread's detector (OpenCV's are not safe to share between threads)."""
+    if not hasattr(self._local, 'detector'):
+      self._local.detector = self._new_detector()
+    return self._local.detector
+
   def detect(self, image: Image.Image) -> list[faces.Detection]:
     """The faces of a photo (boxes, scores, landmarks), largest first, found in colour."""
     return self._detector.detect(np.asarray(images.rgb(image)))
 
-  def faces_of(self, image: Image.Image) -> tuple[list[faces.Detection | None],
-                                                 list[np.ndarray]]:
-    """(detections, 48x48 crops) of an image: every detected face, or the whole image."""
-    if not self.detect_faces:
+  def faces_of(self, image: Image.Image, detect: bool | None = None
+               ) -> tuple[list[faces.Detection | None], list[np.ndarray]]:
+    """(detections, 48x48 crops) of an image: every detected face, or the whole image when
+    `detect` (default: the predictor's) is False."""
+    if not (self.detect_faces if detect is None else detect):
       return [None], [images.to_model_input(image)]
     detections = self.detect(image)
     gray = np.asarray(images.grayscale(image))  # Once for all the crops.
     return detections, [faces.crop(gray, d, self._detector.name, self.align, self.margin)
                         for d in detections]
 
+  def padded_size(self, num_faces: int) -> int:
+    """The batch `num_faces` faces are padded to: the next power of two up to `batch_size`, so
+    that one face costs a batch of one, and a few shapes are ever compiled."""
+    size = 1
+    while size < min(num_faces, self.batch_size):
+      size *= 2
+    return min(size, self.batch_size)
+
+  def warm_up(self) -> None:
+    """Compiles the model for every batch `classify` may pad to, before the first face waits."""
+    size = 1
+    while True:
+      self.classify(np.zeros((size, fer2013.IMAGE_SIZE, fer2013.IMAGE_SIZE), np.uint8))
+      if size >= self.batch_size:
+        break
+      size = min(2 * size, self.batch_size)
+
   def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-    """[N, 7] probabilities of 48x48 uint8 faces, in fixed-size batches (one compilation)."""
+    """[N, 7] probabilities of 48x48 uint8 faces, in batches of at most `batch_size`."""
     out = []
     for start in range(0, len(crops), self.batch_size):
       chunk = np.stack(crops[start:start + self.batch_size])[..., None]
-      padded = pad_rows(chunk, self.batch_size)
+      padded = pad_rows(chunk, self.padded_size(len(chunk)))
       out.append(np.asarray(self._apply(self._variables, padded))[:len(chunk)])
     return np.concatenate(out) if out else np.zeros((0, fer2013.NUM_CLASSES), np.float32)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -41,6 +42,14 @@ def make_face(detection: faces_lib.Detection | None, probabilities: np.ndarray) 
               float(probabilities[best]),
               {e: float(p) for e, p in zip(fer2013.EMOTIONS, probabilities, strict=True)},
               detection.score if detection else None)
+
+
+def record(file: str, index: int, face: Face) -> dict[str, Any]:
+  """A face as `predict --json` prints it and the HTTP server answers it (4 decimal places)."""
+  return {'file': file, 'face': index, 'box': list(face.box) if face.box else None,
+          'score': None if face.score is None else round(face.score, 4),
+          'emotion': face.emotion, 'confidence': round(face.confidence, 4),
+          'probabilities': {k: round(v, 4) for k, v in face.probabilities.items()}}
 
 
 def annotate(image: Image.Image, faces: Sequence[Face]) -> Image.Image:
