@@ -149,7 +149,9 @@ def test_a_request_past_its_time_is_refused(predictor, loaded):
 
 def test_unknown_paths_and_methods_answer_json(client):
   assert client.get('/v2/nothing').json() == {'error': 'Not Found'}
-  assert client.get('/v1/predict').status_code == 405
+  wrong_method = client.get('/v1/predict')
+  assert wrong_method.status_code == 405 and wrong_method.headers['allow'] == 'POST'
+  assert wrong_method.json() == {'error': 'Method Not Allowed'}
 
 
 def test_the_key_when_one_is_set(predictor, loaded):
@@ -182,6 +184,7 @@ def test_model_health_page_and_openapi(client):
   assert set(spec['paths']) == {'/v1/predict', '/v1/model', '/healthz'}
   content = spec['paths']['/v1/predict']['post']['requestBody']['content']
   assert {'multipart/form-data', 'image/jpeg'} <= set(content)
+  assert content['multipart/form-data']['schema']['properties']['file']['maxItems'] == 16
 
 
 def test_concurrent_requests_share_batches(predictor, loaded):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import httpx2
+import pytest
 
 from tests import helpers
 
@@ -62,9 +63,17 @@ def test_the_docs_examples_run(served):
   assert result.returncode == 0 and 'happy' in result.stdout, result.stderr
 
 
-def test_the_command_needs_one_model():
-  result = subprocess.run([sys.executable, '-m', 'fer_flax.serve', '--port=1'],
-                          cwd=helpers.REPO, capture_output=True, text=True, timeout=120)
-  assert result.returncode == 1
+@pytest.mark.parametrize('args,message', [
+    ([], 'give exactly one of --model'),
+    (['--model=pretrained', '--port=PORT'], 'cannot listen on 127.0.0.1:PORT (Address already in '
+                                            'use): pass another --port, or --host'),
+    (['--model=pretrained', 'photo.jpg'], "unexpected arguments ['photo.jpg']"),
+])
+def test_the_command_refuses_in_one_line(served, args, message):
+  port = served[0].rsplit(':', 1)[1]  # a port the test server holds
+  args = [a.replace('PORT', port) for a in args]
+  result = subprocess.run([sys.executable, '-m', 'fer_flax.serve', *args], cwd=helpers.REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1 and 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith(
-      'fer_flax: error: give exactly one of --model')
+      f'fer_flax: error: {message.replace("PORT", port)}'), result.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 
 from absl import flags
@@ -44,11 +45,26 @@ def _define_flags() -> None:
                        'faces.')
 
 
+def _check_port(host: str, port: int) -> None:
+  """Refuses a port another program holds now, before the model is loaded."""
+  try:
+    with socket.create_server((host, port)):
+      pass
+  except OSError as e:
+    reason = os.strerror(e.errno) if e.errno else str(e)
+    raise UserError(f'cannot listen on {host}:{port} ({reason}): pass another --port, or --host'
+                    ) from None
+
+
 @exits_on_user_error
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f'unexpected arguments {argv[1:]}: photos are sent to the server, not given '
                     'to it')
+  if FLAGS.max_batch < 1 or FLAGS.max_images < 1 or FLAGS.batch_wait_ms < 0 or FLAGS.timeout <= 0:
+    raise UserError('--max_batch and --max_images must be at least 1, --batch_wait_ms at least 0 '
+                    'and --timeout above 0')
+  _check_port(FLAGS.host, FLAGS.port)
   try:
     import uvicorn
 

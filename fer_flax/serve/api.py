@@ -234,8 +234,9 @@ def model_description(loaded: loading.LoadedModel, name: str, detector: str) -> 
   }
 
 
-def _error(status: int, message: str) -> responses.JSONResponse:
-  return responses.JSONResponse({'error': ' '.join(str(message).split())}, status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None
+           ) -> responses.JSONResponse:
+  return responses.JSONResponse({'error': ' '.join(str(message).split())}, status, headers)
 
 
 def create_app(predictor: Predictor, model: dict[str, Any],
@@ -260,7 +261,7 @@ def create_app(predictor: Predictor, model: dict[str, Any],
   @app.exception_handler(starlette_exceptions.HTTPException)
   async def http_error(_: fastapi.Request, e: starlette_exceptions.HTTPException
                        ) -> responses.JSONResponse:
-    return _error(e.status_code, e.detail)
+    return _error(e.status_code, e.detail, e.headers)  # 405's Allow header, say
 
   @app.exception_handler(Exception)
   async def failed(_: fastapi.Request, e: Exception) -> responses.JSONResponse:
@@ -283,9 +284,10 @@ def create_app(predictor: Predictor, model: dict[str, Any],
 
   refusals = {status: {'model': ErrorOut} for status in (400, 401, 413, 415, 422, 503)}
   photo_types = {'multipart/form-data': {'schema': {
-      'type': 'object', 'properties': {'file': {'type': 'array', 'items': {
-          'type': 'string', 'format': 'binary'}}}}}}
-  photo_types.update({t: {'schema': {'type': 'string', 'format': 'binary'}}
+      'type': 'object', 'required': ['file'], 'properties': {'file': {
+          'type': 'array', 'minItems': 1, 'maxItems': settings.max_images,
+          'items': {'type': 'string', 'format': 'binary', 'minLength': 1}}}}}}
+  photo_types.update({t: {'schema': {'type': 'string', 'format': 'binary', 'minLength': 1}}
                       for t in ('image/jpeg', 'image/png', 'application/octet-stream')})
 
   @app.post('/v1/predict', response_model=PredictOut, responses=refusals,
