@@ -37,6 +37,15 @@ def test_every_script_on_the_path_starts_a_command():
   assert all(callable(entry.load()) for entry in scripts.values())
 
 
+def test_a_scripts_help_is_its_commands():
+  """fer-flax-serve --help: the command's text and flags, its own and those it adopts."""
+  script = pathlib.Path(sys.executable).parent / 'fer-flax-serve'
+  result = subprocess.run([str(script), '--help'], capture_output=True, text=True, timeout=120)
+  assert result.stdout.startswith('Serves the HTTP API and the web page'), result.stdout[:300]
+  for flag in ('--model', '--workdir', '--port', '--api_key', '--[no]align'):
+    assert f'\n  {flag}:' in result.stdout, flag
+
+
 def test_a_script_reads_the_configs_of_the_folder_it_runs_in(tmp_path):
   script = pathlib.Path(sys.executable).parent / 'fer-flax-train'
   result = subprocess.run([str(script), '--config=configs/tiny.py', f'--workdir={tmp_path / "w"}',

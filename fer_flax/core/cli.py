@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from absl import app
+from absl import app, flags
 
 # Spellings from before the absl convention, still accepted: absl negates a boolean as --noX.
 RENAMED_FLAGS = {'--no-detect': '--nodetect', '--no-align': '--noalign'}
@@ -42,10 +42,16 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run(main: Callable[[list[str]], Any], define_flags: Callable[[], None]) -> None:
   """Defines the command's flags and runs `main` under absl. As `python -m` does, the current
-  folder comes first on the import path, so a `fer-flax-*` script finds `configs/` too."""
+  folder comes first on the import path, so a `fer-flax-*` script finds `configs/` too, and
+  its --help shows the command's text and flags (absl shows those of the script itself)."""
   if os.getcwd() not in sys.path:
     sys.path.insert(0, os.getcwd())
   define_flags()
+  command = sys.modules[main.__module__]
+  if command.__name__ != '__main__':  # a fer-flax-* script
+    for flag in flags.FLAGS.get_key_flags_for_module(command):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    sys.modules['__main__'].__doc__ = command.__doc__
   app.run(main, flags_parser=parse_flags)
 
 

@@ -29,6 +29,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
   predict.define_predictor_flags()
+  flags.adopt_module_key_flags(predict)  # --help lists them here too
   flags.DEFINE_string('host', '127.0.0.1', 'The address to listen on; 0.0.0.0 for every '
                       'network (give --api_key then).')
   flags.DEFINE_integer('port', 8000, 'The port to listen on.')
