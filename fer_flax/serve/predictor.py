@@ -141,12 +141,8 @@ class Predictor:
 
   def warm_up(self) -> None:
     """Compiles the model for every batch `classify` may pad to, before the first face waits."""
-    size = 1
-    while True:
+    for size in sorted({self.padded_size(n) for n in range(1, self.batch_size + 1)}):
       self.classify(np.zeros((size, fer2013.IMAGE_SIZE, fer2013.IMAGE_SIZE), np.uint8))
-      if size >= self.batch_size:
-        break
-      size = min(2 * size, self.batch_size)
 
   def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
     """[N, 7] probabilities of 48x48 uint8 faces, in batches of at most `batch_size`."""
