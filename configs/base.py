@@ -41,10 +41,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.onecycle_div_factor = 25.0         # one-cycle starts at peak / this
   config.optimizer.onecycle_final_div_factor = 1e4    # and ends at its start / this
   config.optimizer.grad_clip_norm = 0.0   # 0 disables clipping
+  config.optimizer.lookahead_steps = 0    # >0: Lookahead, syncing the slow weights this often
+  config.optimizer.lookahead_step_size = 0.5  # how far the slow weights move at each sync
 
   # Training augmentation, inside the compiled step; all off reproduces the original.
   config.augment = ml_collections.ConfigDict()
   config.augment.flip = False          # horizontal, with probability 1/2
+  config.augment.alternate_flips = False  # memory input: each face mirrored every other epoch
   config.augment.crop_padding = 0      # random crop of the image edge-padded by this many pixels
   config.augment.rotation = 0.0        # degrees, uniform in +-rotation
   config.augment.scale = 0.0           # zoom in [1/(1+scale), 1+scale], log-uniform
@@ -56,6 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.erase_max_area = 0.25
   config.augment.mixup_alpha = 0.0     # Beta(alpha, alpha) mixing weight; 0 disables mixup
   config.augment.cutmix_alpha = 0.0    # 0 disables CutMix; with both on, each batch picks one
+  config.augment.clean_last_epochs = 0  # the run's last epochs with flips only, nothing else
 
   # Progressive resizing (fer_flax/data/progressive.py): the first epochs on smaller faces, whose
   # steps cost less; each size trains for its share of the epochs, the rest of the run is at 48x48.

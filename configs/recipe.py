@@ -18,6 +18,10 @@ def get_config() -> ml_collections.ConfigDict:
       'hidden': (1024, 1024),
       'dropout_rate': 0.3,
       'dtype': 'float32',
+      'whiten': 0,  # >0: a frozen patch-whitening first layer of this size (airbench)
+      'dirac_init': False,  # each 3x3 convolution starts as the identity (airbench)
+      'norm_scale': True,  # batch norm learns a scale
+      'head_norm': False,  # batch norm in the dense head, whose ReLUs die without it
   })
   config.optimizer.name = 'sgd'
   config.optimizer.learning_rate = 0.05

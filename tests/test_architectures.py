@@ -9,6 +9,7 @@ import pytest
 
 from fer_flax import models
 from fer_flax.core.errors import UserError
+from fer_flax.models import architectures
 
 
 def _init(model):
@@ -117,3 +118,25 @@ def test_seed_cnn_trains_as_the_plain_flax_network():
   np.testing.assert_allclose(ours, theirs, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                grads, plain_grads)
+
+
+def test_dirac_init_starts_each_convolution_as_the_identity():
+  init = architectures.dirac_init()
+  kernel = init(jax.random.key(0), (3, 3, 4, 6))
+  x = jax.random.normal(jax.random.key(1), (2, 5, 5, 4))
+  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(y[..., :4], x, atol=1e-6)  # the first four pass their input on
+  assert np.std(kernel[..., 4:]) > 0  # the rest start at random, as before
+
+
+def test_vgg_takes_the_fast_training_options():
+  model = architectures.VGG(stages=((4,), (8,)), hidden=(16,), whiten=2, dirac_init=True,
+                            norm_scale=False, head_norm=True)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 48, 48, 1)), train=False)
+  params = variables['params']
+  assert params['PatchWhitening_0']['kernel'].shape == (2, 2, 1, 8)
+  assert params['Conv_0']['kernel'].shape == (3, 3, 8, 4)  # takes the eight whitened channels
+  assert 'scale' not in params['BatchNorm_0']
+  np.testing.assert_array_equal(params['Conv_1']['kernel'][1, 1, :4, :4], np.eye(4))
+  assert 'bias' not in params['Dense_0'] and params['DenseNorm_0']['bias'].shape == (16,)

@@ -46,12 +46,34 @@ def test_each_augmentation_changes_images_per_image_within_range(fields, outcome
   assert len({np.asarray(o).tobytes() for o in out}) >= outcomes
 
 
-def test_flip_mirrors_about_half_the_images_exactly():
+def test_flip_mirrors_about_half_the_images_exactly(config=None):
   images = _faces(64)
-  out = np.asarray(augment.augment_images(images, jax.random.key(1), _config(flip=True)))
+  out = np.asarray(augment.augment_images(images, jax.random.key(1),
+                                          config or _config(flip=True)))
   mirrored = np.all(np.isclose(out, np.asarray(images)[:, :, ::-1], atol=1e-5), axis=(1, 2, 3))
   same = np.all(np.isclose(out, np.asarray(images), atol=1e-5), axis=(1, 2, 3))
   assert np.all(mirrored | same) and 16 <= mirrored.sum() <= 48
+
+
+def test_alternating_flips_mirror_exactly_the_faces_they_are_told_to():
+  images = _faces(8)
+  mirrored = jnp.array([True, False] * 4)
+  out = np.asarray(augment.augment_images(images, jax.random.key(1), _config(flip=True),
+                                          mirrored))
+  expected = np.where(np.asarray(mirrored)[:, None, None, None], np.asarray(images)[:, :, ::-1],
+                      np.asarray(images))
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_the_clean_epochs_keep_flips_and_nothing_else():
+  config = base.get_config().augment
+  config.update(flip=True, rotation=10.0, scale=0.1, shift=0.1, crop_padding=2,
+                blur_probability=0.5, erase_probability=0.25, mixup_alpha=0.2, cutmix_alpha=1.0)
+  clean = augment.flips_only(config)
+  assert clean.flip and config.rotation == 10.0  # the config itself is left as it was
+  assert {k: v for k, v in clean.items() if k != 'flip' and v} == {
+      'blur_sigma': 1.0, 'erase_min_area': 0.02, 'erase_max_area': 0.25}
+  test_flip_mirrors_about_half_the_images_exactly(clean)
 
 
 def test_crop_with_padding_is_an_integer_shift_of_the_edge_padded_image():

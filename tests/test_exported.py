@@ -36,7 +36,9 @@ def _with_batch_norm_statistics(name: str, **fields):
   ranges = {'mean': (-0.05, 0.05), 'var': (0.5, 2.0), 'scale': (0.5, 2.0), 'bias': (-0.1, 0.1)}
 
   def randomized(path, x):
-    if 'BatchNorm' not in jax.tree_util.keystr(path):
+    if 'PatchWhitening' in jax.tree_util.keystr(path):
+      return rng.normal(size=np.shape(x)).astype(np.float32)
+    if 'Norm' not in jax.tree_util.keystr(path):
       return x
     return rng.uniform(*ranges[path[-1].key], np.shape(x)).astype(np.float32)
 
@@ -51,6 +53,8 @@ def vgg():
 # A small copy of every zoo model.
 ZOO = [
     ('vgg', {'stages': ((4,), (8, 8)), 'hidden': (16,)}),
+    ('vgg', {'stages': ((4,), (8, 8)), 'hidden': (16,), 'whiten': 2, 'dirac_init': True,
+             'norm_scale': False, 'head_norm': True}),
     ('resnet18', {'widths': (4, 8, 8, 8)}),
     ('compact', {'stem_width': 4, 'widths': (8, 8), 'strides': (1, 2)}),
     ('seed_cnn', {'features': (4, 8), 'hidden': 16}),

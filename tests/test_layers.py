@@ -81,3 +81,14 @@ def test_sum_over_leading_axes():
   np.testing.assert_allclose(layers.sum_over_leading_axes(x), x.sum((0, 1, 2)), rtol=1e-5)
   np.testing.assert_allclose(layers.sum_over_leading_axes(x[:3, :3, :3]),
                              x[:3, :3, :3].sum((0, 1, 2)), rtol=1e-5)
+
+
+def test_batch_norm_without_a_scale_is_flax_batch_norm_without_one():
+  x = 3 + 2 * jax.random.normal(jax.random.key(0), (4, 6, 6, 5))
+  ours, theirs = (module(use_running_average=False, use_scale=False)
+                  for module in (layers.BatchNorm, nn.BatchNorm))
+  variables = ours.init(jax.random.key(1), x)
+  assert 'scale' not in variables['params']
+  jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(1), x))
+  (y, _), (their_y, _) = (m.apply(variables, x, mutable=['batch_stats']) for m in (ours, theirs))
+  np.testing.assert_allclose(y, their_y, rtol=1e-4, atol=1e-4)

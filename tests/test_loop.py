@@ -1,10 +1,11 @@
 """The training loop learns, resumes exactly after kill -9, refuses mixed configs, evaluates the
-moving average, stops on divergence keeping its good checkpoints, and trains each epoch at its
-progressive size."""
+moving average, stops on divergence keeping its good checkpoints, trains each epoch at its
+progressive size, and trains the fast-training options."""
 
 import json
 import pathlib
 import re
+import shutil
 import subprocess
 
 import jax
@@ -162,23 +163,52 @@ def test_a_diverging_run_stops_with_one_line_naming_the_steps_and_keeps_its_good
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
 
 
-def test_each_epoch_trains_at_its_progressive_size(small_archive, tfds_dir, tmp_path, monkeypatch):
-  sizes, compile_train_steps = [], step_fns.compile_train_steps
+def test_each_epoch_trains_at_its_progressive_size_and_the_last_clean(small_archive, tfds_dir,
+                                                                       tmp_path, monkeypatch):
+  sizes, augmented, compile_train_steps = [], [], step_fns.compile_train_steps
 
   def recording(*args):
     train_steps = compile_train_steps(*args)
 
-    def call(state, batches, rng, image_size):
+    def call(state, batches, rng, image_size, augment):
       sizes.extend([image_size] * batches['label'].shape[0])
-      return train_steps(state, batches, rng, image_size)
+      augmented.extend([augment] * batches['label'].shape[0])
+      return train_steps(state, batches, rng, image_size, augment)
     return call
 
   monkeypatch.setattr(step_fns, 'compile_train_steps', recording)
   config = helpers.tiny_config(small_archive, tfds_dir, num_epochs=3,
                                 **{'progressive.sizes': (24, 32),
                                    'progressive.fractions': (0.3, 0.3),
+                                   'augment.clean_last_epochs': 1,
                                    'data.pipeline': 'memory'})
   state = loop.train_and_evaluate(config, str(tmp_path))
   assert sizes == [24] * 17 + [32] * 17 + [48] * 17 and int(state.step) == 51
+  assert augmented == [True] * 34 + [False] * 17
   # Evaluated at 48x48 after every epoch.
   assert len(helpers.eval_records(tmp_path, 'public_test')) == 3
+
+
+def test_the_fast_training_options_learn_keep_the_whitening_frozen_and_resume(tmp_path,
+                                                                             small_archive):
+  config = helpers.memory_config(small_archive, num_epochs=3, keep_checkpoints=10, **{
+      'augment.flip': True, 'augment.alternate_flips': True, 'augment.clean_last_epochs': 1,
+      'optimizer.lookahead_steps': 4, 'ema_decay': 0.9})
+  config.model = ml_collections.ConfigDict({
+      'name': 'vgg', 'stages': ((4,), (8,)), 'hidden': (16,), 'dropout_rate': 0.0,
+      'dtype': 'float32', 'whiten': 2, 'dirac_init': True, 'norm_scale': False,
+      'head_norm': True})
+  straight = loop.train_and_evaluate(config, str(tmp_path / 'straight'))
+  losses = [r['loss'] for r in helpers.eval_records(tmp_path / 'straight', 'train')]
+  assert losses[-1] < 0.7 * losses[0]
+  kernel = straight.params['PatchWhitening_0']['kernel']
+  assert np.abs(kernel).max() > 1  # fitted to the faces, and never trained or decayed since:
+  np.testing.assert_array_equal(straight.ema['params']['PatchWhitening_0']['kernel'], kernel)
+  # Resumed after the first epoch (its kernel restored, not fitted again), it ends the same.
+  assert helpers.checkpoint_steps(tmp_path / 'straight') == [17, 34, 51]
+  shutil.copytree(tmp_path / 'straight', tmp_path / 'resumed')
+  for step in (34, 51):
+    shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / str(step))
+  resumed = loop.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  for part in ('params', 'opt_state', 'ema'):
+    jax.tree.map(np.testing.assert_array_equal, getattr(resumed, part), getattr(straight, part))

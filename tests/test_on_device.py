@@ -37,6 +37,23 @@ def test_each_epoch_visits_every_example_once_in_an_order_set_by_seed_and_epoch(
   np.testing.assert_array_equal(stacked['label'].ravel(), np.asarray(feed.permutation(2))[:16])
 
 
+def test_alternating_flips_show_each_face_both_ways_every_two_epochs():
+  images, labels = np.zeros((64, 48, 48, 1), np.uint8), np.arange(64, dtype=np.int32)
+  feed = on_device.DeviceFeed(images, labels, 16, seed=3, steps_per_call=4, parallel=Parallel(),
+                              alternate_flips=True)
+
+  def sides(epoch):  # each example's side in `epoch`, by its label
+    batches = jax.device_get(next(feed.batches(epoch * 4, epoch * 4 + 4)))
+    return batches['flip'].ravel()[np.argsort(batches['label'].ravel())]
+
+  first = sides(0)
+  assert 16 <= first.sum() <= 48  # a coin per face in the first epoch
+  np.testing.assert_array_equal(sides(1), ~first)
+  np.testing.assert_array_equal(sides(2), first)
+  plain = on_device.DeviceFeed(images, labels, 16, seed=3, steps_per_call=4, parallel=Parallel())
+  assert 'flip' not in next(plain.batches(0, 4))
+
+
 def test_several_steps_per_call_train_as_one_step_per_call(tmp_path, small_archive):
   one = loop.train_and_evaluate(helpers.memory_config(small_archive, num_epochs=1),
                                 str(tmp_path / '1'))

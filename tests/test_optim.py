@@ -92,3 +92,25 @@ def test_learning_rate_scales_linearly_with_the_batch_from_its_reference(schedul
   assert peak(64, 64) == pytest.approx(0.1)
   assert peak(512, 64) == pytest.approx(0.8)
   assert peak(32, 64) == pytest.approx(0.05)
+
+
+def test_lookahead_on_plain_parameters_is_optax_lookahead():
+  fast = optax.sgd(0.1, momentum=0.9)
+  ours, theirs = optim.lookahead(fast, 3, 0.5), optax.lookahead(fast, 3, 0.5)
+  loss = lambda p: jnp.sum((p['w'] - jnp.arange(3.0)) ** 2 * jnp.array([1.0, 5.0, 20.0]))
+  params = {'w': jnp.zeros(3)}
+  both = optax.LookaheadParams.init_synced(params)
+  state, their_state = ours.init(params), theirs.init(both)
+  for _ in range(10):
+    updates, state = ours.update(jax.grad(loss)(params), state, params)
+    params = optax.apply_updates(params, updates)
+    their_updates, their_state = theirs.update(jax.grad(loss)(both.fast), their_state, both)
+    both = optax.apply_updates(both, their_updates)
+    np.testing.assert_allclose(params['w'], both.fast['w'], rtol=1e-6)
+    np.testing.assert_allclose(state.slow['w'], both.slow['w'], rtol=1e-6)
+
+
+def test_the_config_wraps_the_optimizer_in_lookahead():
+  config = helpers.tiny_config('unused', 'unused', **{'optimizer.lookahead_steps': 5})
+  tx = optim.create_optimizer(config, optax.constant_schedule(0.1))
+  assert isinstance(tx.init({'w': jnp.ones(2)}), optim.LookaheadState)

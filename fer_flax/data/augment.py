@@ -38,18 +38,21 @@ def tta_views(images: jax.Array, mode: str, shift: int = 4) -> jax.Array:
   raise UserError(f'unknown test-time augmentation {mode!r}; choose one of {", ".join(TTA_MODES)}')
 
 
-def _warp(image: jax.Array, rng: jax.Array, *, flip: bool, crop_padding: int, rotation: float,
-          scale: float, shift: float) -> jax.Array:
+def _warp(image: jax.Array, rng: jax.Array, mirrored: jax.Array | None = None, *, flip: bool,
+          crop_padding: int, rotation: float, scale: float, shift: float) -> jax.Array:
   """One random affine resampling of an [H, W, C] image: flip, crop, rotation, scale and shift.
 
   A crop from the image padded by `crop_padding` edge pixels is an integer shift of up to that
   many pixels, so every geometric augmentation is one bilinear resampling with edge extension.
+  The image is mirrored by a coin, or where `mirrored` is given (alternating flips), by it.
   """
   h, w, _ = image.shape
   k_flip, k_crop, k_rot, k_scale, k_shift = jax.random.split(rng, 5)
   angle = jnp.deg2rad(jax.random.uniform(k_rot, (), minval=-rotation, maxval=rotation))
   zoom = jnp.exp(jax.random.uniform(k_scale, (), minval=-1.0, maxval=1.0) * jnp.log1p(scale))
-  mirror = jnp.where(flip & jax.random.bernoulli(k_flip), -1.0, 1.0)
+  if mirrored is None:
+    mirrored = jax.random.bernoulli(k_flip)
+  mirror = jnp.where(flip & mirrored, -1.0, 1.0)
   offset = (jax.random.uniform(k_shift, (2,), minval=-shift, maxval=shift) * jnp.array([h, w])
             + jax.random.randint(k_crop, (2,), -crop_padding, crop_padding + 1))
   # Each output pixel samples the input at centre + R(-angle) (out - centre - offset) / zoom.
@@ -106,17 +109,28 @@ def is_geometric(config: ml_collections.ConfigDict) -> bool:
               or config.shift)
 
 
-def augment_images(images: jax.Array, rng: jax.Array,
-                   config: ml_collections.ConfigDict) -> jax.Array:
+def flips_only(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config.augment` with every augmentation but the horizontal flip off: the last epochs of a
+  run with `clean_last_epochs` train on the faces as they are, mirrored or not."""
+  clean = ml_collections.ConfigDict({k: v for k, v in config.items()})
+  for field in ('crop_padding', 'rotation', 'scale', 'shift', 'blur_probability',
+                'erase_probability', 'mixup_alpha', 'cutmix_alpha'):
+    clean[field] = type(config[field])(0)
+  return clean
+
+
+def augment_images(images: jax.Array, rng: jax.Array, config: ml_collections.ConfigDict,
+                   mirrored: jax.Array | None = None) -> jax.Array:
   """Per-image training augmentation of a [B, H, W, C] batch in [0, 1], per `config.augment`.
 
   Runs inside the compiled train step, so the tf.data and the in-memory input paths share it.
+  `mirrored` [B] (alternating flips) says which faces to mirror, instead of a coin per face.
   """
   keys = jax.random.split(rng, (2, images.shape[0]))
   if is_geometric(config):
     warp = functools.partial(_warp, flip=config.flip, crop_padding=config.crop_padding,
                              rotation=config.rotation, scale=config.scale, shift=config.shift)
-    images = jax.vmap(warp)(images, keys[0])
+    images = jax.vmap(warp)(images, keys[0], mirrored)
   if config.blur_probability:
     blur = functools.partial(_blur, probability=config.blur_probability, sigma=config.blur_sigma)
     # A key of its own, so that configs without blur draw what they drew before it existed.

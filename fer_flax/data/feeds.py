@@ -62,6 +62,9 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
   if config.data.pipeline == 'tfds' and config.steps_per_call != 1:
     raise UserError(f'config.steps_per_call={config.steps_per_call} needs the in-memory input: '
                     'add --config.data.pipeline=memory, or set steps_per_call to 1')
+  if config.data.pipeline == 'tfds' and config.augment.get('alternate_flips'):
+    raise UserError('config.augment.alternate_flips needs the in-memory input: add '
+                    '--config.data.pipeline=memory, or set alternate_flips to False')
 
 
 def _check_training(config: ml_collections.ConfigDict) -> None:
@@ -82,7 +85,9 @@ def _open(config: ml_collections.ConfigDict, pipeline: str):
 def _train_feed(config: ml_collections.ConfigDict, parallel: Parallel, data: Any) -> TrainFeed:
   if config.data.pipeline == 'memory':
     return on_device.DeviceFeed(*fer2013.load_split(data, config.data.train_split),
-                               config.batch_size, config.seed, config.steps_per_call, parallel)
+                               config.batch_size, config.seed, config.steps_per_call, parallel,
+                               alternate_flips=config.augment.flip
+                               and config.augment.get('alternate_flips', False))
   from fer_flax.data import tf_input  # pylint: disable=g-import-not-at-top
   return tf_input.TfFeed(
       tf_input.TrainData(data, config.data.train_split, config.batch_size, config.seed,

@@ -69,11 +69,13 @@ class DeviceFeed:
   """A training split sharded over the mesh, yielding `steps_per_call` batches at a time.
 
   Device d owns examples [d * n, (d + 1) * n); the global batch is the devices' local batches side
-  by side, each drawn from the device's own shard.
+  by side, each drawn from the device's own shard. With `alternate_flips` each batch also says
+  which faces to mirror (`flip`): a coin drawn once per face (from the seed) in epoch 0, the
+  other side in epoch 1, and so on, so that every face is seen both ways every two epochs.
   """
 
   def __init__(self, images: np.ndarray, labels: np.ndarray, global_batch_size: int, seed: int,
-               steps_per_call: int, parallel: Parallel):
+               steps_per_call: int, parallel: Parallel, alternate_flips: bool = False):
     if steps_per_call < 1:
       raise UserError(f'config.steps_per_call={steps_per_call}; use 1 or more')
     mesh = parallel.mesh
@@ -85,6 +87,9 @@ class DeviceFeed:
     used = self.per_device * mesh.size
     self.arrays = {'image': _on_devices(images[:used], parallel.data),
                    'label': _on_devices(labels[:used], parallel.data)}
+    if alternate_flips:
+      first_sides = np.random.default_rng(seed).integers(0, 2, used).astype(bool)
+      self.arrays['flip'] = _on_devices(first_sides, parallel.data)
     self.steps_per_call = steps_per_call
     self._seed = seed
     self._permutation = permutation_program(mesh, self.per_device)
@@ -94,19 +99,25 @@ class DeviceFeed:
     """Every device's order of its own examples in `epoch`, sharded like the data."""
     return self._permutation(jnp.uint32(self._seed), jnp.int32(epoch))
 
-  def gather(self, permutation: jax.Array, index: int, num_steps: int) -> Batch:
+  def epoch_arrays(self, epoch: int) -> dict[str, jax.Array]:
+    """The split as `epoch` sees it: with alternating flips, each face's side for the epoch."""
+    if 'flip' not in self.arrays or epoch % 2 == 0:
+      return self.arrays
+    return {**self.arrays, 'flip': ~self.arrays['flip']}
+
+  def gather(self, permutation: jax.Array, index: int, num_steps: int, epoch: int = 0) -> Batch:
     """Batches `index` to `index + num_steps` of the epoch `permutation` orders, stacked."""
-    return self._gather(self.arrays, permutation, jnp.int32(index), num_steps)
+    return self._gather(self.epoch_arrays(epoch), permutation, jnp.int32(index), num_steps)
 
   def batches(self, start_step: int, stop_step: int) -> Iterator[Batch]:
     """Stacked batches for the steps from `start_step` to `stop_step`, never across an epoch."""
     step = start_step
     while step < stop_step:
       epoch, index = divmod(step, self.steps_per_epoch)
-      permutation = self.permutation(epoch)
+      permutation, arrays = self.permutation(epoch), self.epoch_arrays(epoch)
       while index < self.steps_per_epoch and step < stop_step:
         num_steps = min(self.steps_per_call, self.steps_per_epoch - index, stop_step - step)
-        yield self.gather(permutation, index, num_steps)
+        yield self._gather(arrays, permutation, jnp.int32(index), num_steps)
         index, step = index + num_steps, step + num_steps
 
 

@@ -19,6 +19,7 @@ from fer_flax.core.errors import UserError
 from fer_flax.core.mesh import cost_analysis
 from fer_flax.data import fer2013
 from fer_flax.models.layers import BatchNorm, Conv, max_pool_2x2
+from fer_flax.models.whitening import PatchWhitening
 
 
 def preprocess(images: jnp.ndarray) -> jnp.ndarray:
@@ -29,6 +30,22 @@ def preprocess(images: jnp.ndarray) -> jnp.ndarray:
 def _batch_norm(train: bool, dtype: Any) -> functools.partial:
   """The batch norm every zoo model uses: batch statistics in training, running ones otherwise."""
   return functools.partial(BatchNorm, use_running_average=not train, momentum=0.9, dtype=dtype)
+
+
+def dirac_init() -> nn.initializers.Initializer:
+  """The convolutions' LeCun-normal initialisation, with the first min(in, out) filters of a
+  [kh, kw, in, out] kernel the identity ("dirac"; airbench, Jordan 2024): each convolution starts
+  by passing its input through."""
+  base = nn.initializers.lecun_normal()
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    kernel = base(key, shape, dtype)
+    kh, kw, fan_in, fan_out = shape
+    n = min(fan_in, fan_out)
+    identity = jnp.zeros((kh, kw, n, n), dtype).at[kh // 2, kw // 2].set(jnp.eye(n, dtype=dtype))
+    return kernel.at[:, :, :n, :n].set(identity)
+
+  return init
 
 
 def _bins(n: int, size: int) -> np.ndarray:
@@ -86,25 +103,42 @@ class SeedCNN(nn.Module):
 
 class VGG(nn.Module):
   """VGG-style stages of 3x3 convolutions with batch norm, as in the VGG variants that hold the
-  published single-network FER2013 results; each stage ends in a 2x2 max pool."""
+  published single-network FER2013 results; each stage ends in a 2x2 max pool.
+
+  The fast-training options (airbench's): `whiten` > 0 puts a frozen `whiten` x `whiten` patch-
+  whitening layer first; `dirac_init` starts each convolution as the identity; `norm_scale=False`
+  leaves batch norm without a learned scale. `head_norm` puts batch norm (`DenseNorm_i`) between
+  each hidden dense layer and its ReLU, which keeps its units from dying at high learning rates.
+  """
   num_classes: int = fer2013.NUM_CLASSES
   stages: Sequence[Sequence[int]] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512))
   hidden: Sequence[int] = (1024, 1024)
   dropout_rate: float = 0.3
   dtype: Any = jnp.float32
+  whiten: int = 0
+  dirac_init: bool = False
+  norm_scale: bool = True
+  head_norm: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    norm, (conv, dense) = _batch_norm(train, self.dtype), _layers(self.dtype)
+    norm = functools.partial(_batch_norm(train, self.dtype), use_scale=self.norm_scale)
+    conv, dense = _layers(self.dtype)
+    if self.dirac_init:
+      conv = functools.partial(conv, kernel_init=dirac_init())
     x = x.astype(self.dtype)
+    if self.whiten:
+      x = nn.relu(PatchWhitening(self.whiten, dtype=self.dtype)(x))
     for stage in self.stages:
       for width in stage:
         x = nn.relu(norm()(conv(width, (3, 3), padding='SAME', use_bias=False)(x)))
       x = max_pool_2x2(x)
     x = flatten_grid(x, len(self.stages))
-    for width in self.hidden:
-      x = nn.relu(dense(width)(x))
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    for i, width in enumerate(self.hidden):
+      x = dense(width, use_bias=not self.head_norm)(x)
+      if self.head_norm:
+        x = norm(name=f'DenseNorm_{i}')(x)
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
     return dense(self.num_classes)(x).astype(jnp.float32)
 
 

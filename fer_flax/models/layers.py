@@ -147,11 +147,12 @@ class Conv(nn.Module):
   feature_group_count: int = 1
   use_bias: bool = True
   dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     in_features = x.shape[-1] // self.feature_group_count
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+    kernel = self.param('kernel', self.kernel_init,
                         (*self.kernel_size, in_features, self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     y = _conv(x, kernel, (self.strides, self.strides), self.padding, self.feature_group_count)
@@ -172,12 +173,14 @@ class BatchNorm(nn.Module):
   momentum: float = 0.9
   epsilon: float = 1e-5
   dtype: Any = jnp.float32
+  use_scale: bool = True
   scale_init: Callable = nn.initializers.ones_init()
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     features = x.shape[-1]
-    scale = self.param('scale', self.scale_init, (features,), jnp.float32)
+    scale = (self.param('scale', self.scale_init, (features,), jnp.float32) if self.use_scale
+             else jnp.ones((features,), jnp.float32))
     bias = self.param('bias', nn.initializers.zeros_init(), (features,), jnp.float32)
     running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
     running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)

@@ -60,7 +60,8 @@ def probabilities_fn(config: ml_collections.ConfigDict,
 
 
 def fold_batch_norm(variables: dict[str, Any]) -> dict[str, Any]:
-  """Variables with each `BatchNorm_i` folded into `Conv_i`, the convolution it follows.
+  """Variables with each `BatchNorm_i` folded into `Conv_i`, the convolution it follows (and each
+  `DenseNorm_i` into `Dense_i`).
 
   Every zoo model names them so, in the same module; `folded_logits_fn` runs the result. The
   kernel takes the batch norm's per-channel multiplier, and the batch norm keeps only a bias.
@@ -68,14 +69,16 @@ def fold_batch_norm(variables: dict[str, Any]) -> dict[str, Any]:
   def fold(params, stats):
     params = dict(params)
     for name, value in params.items():
-      if name.startswith('BatchNorm_'):
-        conv = dict(params[name.replace('BatchNorm_', 'Conv_')])
+      if name.startswith(('BatchNorm_', 'DenseNorm_')):
+        layer = name.replace('BatchNorm_', 'Conv_').replace('DenseNorm_', 'Dense_')
+        weights = dict(params[layer])
         mean, var = np.asarray(stats[name]['mean']), np.asarray(stats[name]['var'])
-        multiplier = np.asarray(value['scale']) / np.sqrt(var + layers.BatchNorm.epsilon)
-        conv['kernel'] = np.asarray(conv['kernel']) * multiplier
-        conv_bias = np.asarray(conv.pop('bias', 0.0))
-        params[name] = {'bias': np.asarray(value['bias']) + (conv_bias - mean) * multiplier}
-        params[name.replace('BatchNorm_', 'Conv_')] = conv
+        scale = np.asarray(value.get('scale', 1.0))  # none without a learned scale
+        multiplier = scale / np.sqrt(var + layers.BatchNorm.epsilon)
+        weights['kernel'] = np.asarray(weights['kernel']) * multiplier
+        bias = np.asarray(weights.pop('bias', 0.0))
+        params[name] = {'bias': np.asarray(value['bias']) + (bias - mean) * multiplier}
+        params[layer] = weights
       elif name in stats:
         params[name] = fold(value, stats[name])
     return params

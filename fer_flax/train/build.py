@@ -6,6 +6,7 @@ here, so they time and train the same thing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -15,13 +16,15 @@ import optax
 
 from fer_flax import models
 from fer_flax.core.mesh import Parallel
+from fer_flax.data import feeds
+from fer_flax.models import whitening
 from fer_flax.train import optim, step_fns
 from fer_flax.train.plan import RunPlan
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """What a run trains with. `train_step(state, batches, rng, image_size)` and
+  """What a run trains with. `train_step(state, batches, rng, image_size, augmented)` and
   `eval_step(variables, batch)` are compiled for the mesh (each image size once)."""
   model: nn.Module
   schedule: optax.Schedule
@@ -46,3 +49,28 @@ def replanned(config: ml_collections.ConfigDict, plan: RunPlan,
   compiles anew for it)."""
   schedule = optim.create_learning_rate_schedule(config, plan)
   return schedule, state.replace(tx=optim.create_optimizer(config, schedule))
+
+
+def _fit_whitening(state: step_fns.TrainState, images: jax.Array,
+                   size: int) -> step_fns.TrainState:
+  kernel = whitening.whitening_kernel(models.preprocess(images.reshape(-1, *images.shape[-3:])),
+                                      size)
+  params = whitening.with_kernel(state.params, kernel)
+  # The optimizer starts again from the fitted weights (Lookahead keeps a copy of them).
+  return state.replace(params=params, opt_state=state.tx.init(params),
+                       ema=whitening.with_kernel(state.ema, kernel))
+
+
+def fit_to_data(config: ml_collections.ConfigDict, state: step_fns.TrainState,
+                feed: feeds.TrainFeed, parallel: Parallel) -> step_fns.TrainState:
+  """A new run's first state with what its model takes from the data before training: the
+  patch-whitening kernel (`config.model.whiten`) from the faces of the feed's first call (320
+  faces in `cpu.py`'s 10 batches of 32). Unchanged for models without it."""
+  size = config.model.get('whiten', 0)
+  if not size:
+    return state
+  batches = next(iter(feed.batches(0, feed.steps_per_epoch)))
+  fit = parallel.jit(functools.partial(_fit_whitening, size=size),
+                     in_shardings=(parallel.replicated, parallel.stacked),
+                     out_shardings=parallel.replicated, donate_argnums=(0,))
+  return fit(state, batches['image'])

@@ -110,6 +110,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state, schedule = run.state, run.schedule
   if start_step:
     state = checkpoints.restore(state, start_step)
+  else:
+    state = build.fit_to_data(config, state, feed, parallel)
   if start_step >= plan.total_steps:
     logging.info('Run in %s already finished at step %d (%s); nothing to do.', workdir, start_step,
                  _best_summary(checkpoints, split))
@@ -128,7 +130,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     while (batches := next(calls, None)) is not None:
       # Each call: a stack of batches through the compiled steps.
       call += 1
-      state, metrics = run.train_step(state, batches, run.rng, plan.image_size(step))
+      state, metrics = run.train_step(state, batches, run.rng, plan.image_size(step),
+                                      plan.augmented(step))
       previous, step = step, step + batches['label'].shape[0]
       window.add(metrics)
 

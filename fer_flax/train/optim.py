@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
 import optax
 
 from fer_flax.core.errors import UserError
+from fer_flax.models import whitening
 from fer_flax.train.plan import RunPlan
 
 
@@ -47,14 +48,55 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict,
 
 
 def decay_mask(params: Any) -> Any:
-  """Weight decay applies to kernels only, never to biases or normalisation scales."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+  """Weight decay applies to learned kernels only: never to biases, normalisation scales or the
+  frozen whitening kernel."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: p.ndim > 1 and not whitening.is_frozen(path), params)
+
+
+class LookaheadState(NamedTuple):
+  """`optax.lookahead`'s state, and the slow weights it would otherwise keep in the parameters."""
+  lookahead: optax.LookaheadState
+  slow: Any
+
+
+def lookahead(fast: optax.GradientTransformation, sync_period: int,
+              slow_step_size: float) -> optax.GradientTransformation:
+  """`optax.lookahead` (Zhang et al., 2019) on plain parameters: the slow weights live in the
+  optimizer state, so the train state, checkpoints and evaluation keep the parameters' shape.
+
+  Every `sync_period` steps the slow weights move `slow_step_size` of the way to the fast ones and
+  the fast ones restart from there. Equality with `optax.lookahead`: tests/test_optim.py::
+  test_lookahead_on_plain_parameters_is_optax_lookahead.
+  """
+  inner = optax.lookahead(fast, sync_period, slow_step_size)
+
+  def init(params):
+    return LookaheadState(inner.init(optax.LookaheadParams.init_synced(params)),
+                          jax.tree.map(jax.numpy.copy, params))
+
+  def update(grads, state, params):
+    updates, inner_state = inner.update(grads, state.lookahead,
+                                        optax.LookaheadParams(fast=params, slow=state.slow))
+    return updates.fast, LookaheadState(inner_state,
+                                        optax.apply_updates(state.slow, updates.slow))
+
+  return optax.GradientTransformation(init, update)
 
 
 def create_optimizer(config: ml_collections.ConfigDict,
                      schedule: optax.Schedule) -> optax.GradientTransformation:
-  """The optax optimizer named in `config.optimizer`."""
+  """The optax optimizer named in `config.optimizer`, inside Lookahead when
+  `optimizer.lookahead_steps` is set."""
   opt = config.optimizer
+  tx = _create_optimizer(opt, schedule)
+  if opt.get('lookahead_steps'):
+    return lookahead(tx, opt.lookahead_steps, opt.lookahead_step_size)
+  return tx
+
+
+def _create_optimizer(opt: ml_collections.ConfigDict,
+                      schedule: optax.Schedule) -> optax.GradientTransformation:
   parts = []
   if opt.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 from etils import epath
 
+from fer_flax.core.errors import UserError
 from fer_flax.data import progressive
 
 PLAN_FILE = 'plan.json'
@@ -22,12 +23,14 @@ PLAN_FILE = 'plan.json'
 
 @dataclasses.dataclass(frozen=True)
 class RunPlan:
-  """Epochs of `steps_per_epoch` steps; the first `warmup_steps` warm the learning rate up, and
-  epoch i trains on faces of `image_sizes[i]` pixels."""
+  """Epochs of `steps_per_epoch` steps; the first `warmup_steps` warm the learning rate up,
+  epoch i trains on faces of `image_sizes[i]` pixels, and the last `clean_epochs` with flips as
+  their only augmentation."""
   steps_per_epoch: int
   num_epochs: int
   warmup_steps: int
   image_sizes: tuple[int, ...]
+  clean_epochs: int = 0
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -36,8 +39,12 @@ class RunPlan:
     num_epochs = num_epochs or config.num_epochs
     if warmup_epochs is None:
       warmup_epochs = warmup_epochs_of(config, num_epochs)
+    clean_epochs = config.augment.get('clean_last_epochs', 0)
+    if not 0 <= clean_epochs < num_epochs:
+      raise UserError(f'config.augment.clean_last_epochs={clean_epochs} in a run of {num_epochs} '
+                      'epochs; give fewer epochs than the run has, or 0')
     return cls(steps_per_epoch, num_epochs, int(warmup_epochs * steps_per_epoch),
-               tuple(progressive.epoch_sizes(config, num_epochs)))
+               tuple(progressive.epoch_sizes(config, num_epochs)), clean_epochs)
 
   @property
   def total_steps(self) -> int:
@@ -46,6 +53,10 @@ class RunPlan:
   def image_size(self, step: int) -> int:
     """The image size of the epoch `step` falls in."""
     return self.image_sizes[step // self.steps_per_epoch]
+
+  def augmented(self, step: int) -> bool:
+    """Whether the epoch `step` falls in is augmented in full (not one of the clean last ones)."""
+    return step // self.steps_per_epoch < self.num_epochs - self.clean_epochs
 
   def resized(self, config: ml_collections.ConfigDict, num_epochs: int) -> RunPlan:
     """The same run, warm-up included, lengthened or shortened to `num_epochs`."""

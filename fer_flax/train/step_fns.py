@@ -71,19 +71,22 @@ def initial_state(config: ml_collections.ConfigDict, model: Any, schedule: optax
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
-               config: ml_collections.ConfigDict,
-               image_size: int = fer2013.IMAGE_SIZE) -> tuple[TrainState, Metrics]:
+               config: ml_collections.ConfigDict, image_size: int = fer2013.IMAGE_SIZE,
+               augmented: bool = True) -> tuple[TrainState, Metrics]:
   """One optimizer step on a global batch; metrics are sums, so they add up exactly.
 
-  Augmentation, mixup/CutMix, label smoothing and the weights' moving average follow `config`;
-  the augmented faces are downsampled to `image_size` (progressive resizing).
+  Augmentation, mixup/CutMix, label smoothing and the weights' moving average follow `config`
+  (only flips when not `augmented`: a run's clean last epochs); the augmented faces are
+  downsampled to `image_size` (progressive resizing).
   """
   dropout_rng, augment_rng, mix_rng = jax.random.split(jax.random.fold_in(rng, state.step), 3)
-  images = augment.augment_images(models.preprocess(batch['image']), augment_rng, config.augment)
+  augment_config = config.augment if augmented else augment.flips_only(config.augment)
+  images = augment.augment_images(models.preprocess(batch['image']), augment_rng, augment_config,
+                                  batch.get('flip'))
   images = progressive.resize(images, image_size)
   targets = jax.nn.one_hot(batch['label'], fer2013.NUM_CLASSES)
   targets = optax.smooth_labels(targets, config.label_smoothing)
-  images, targets = augment.mix(images, targets, mix_rng, config.augment)
+  images, targets = augment.mix(images, targets, mix_rng, augment_config)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
@@ -106,14 +109,14 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
 
 
 def train_steps(state: TrainState, batches: Batch, rng: jax.Array,
-                image_size: int = fer2013.IMAGE_SIZE, *, config: ml_collections.ConfigDict,
-                unroll: bool) -> tuple[TrainState, Metrics]:
+                image_size: int = fer2013.IMAGE_SIZE, augmented: bool = True, *,
+                config: ml_collections.ConfigDict, unroll: bool) -> tuple[TrainState, Metrics]:
   """One train step per batch of `batches` ([steps, batch, ...]) in one compiled call.
 
   `unroll` writes the steps out instead of looping: XLA:CPU runs a step inside a while loop far
   slower (docs/speed.md), and `scan(unroll=True)` still loops when there is one step.
   """
-  step = functools.partial(train_step, config=config, image_size=image_size)
+  step = functools.partial(train_step, config=config, image_size=image_size, augmented=augmented)
   num_steps = batches['label'].shape[0]
   if not unroll and num_steps > 1:
     state, metrics = jax.lax.scan(lambda s, batch: step(s, batch, rng), state, batches)
@@ -126,15 +129,15 @@ def train_steps(state: TrainState, batches: Batch, rng: jax.Array,
 
 
 def compile_train_steps(config: ml_collections.ConfigDict, parallel: Parallel) -> Callable:
-  """`train_steps` jitted for the mesh: (state, stacked batches, rng[, image size]) -> (state,
-  metrics); each image size compiles once.
+  """`train_steps` jitted for the mesh: (state, stacked batches, rng[, image size, augmented])
+  -> (state, metrics); each image size, and the clean epochs, compile once.
 
   The state's buffers are donated: the step updates it in place.
   """
   return parallel.jit(functools.partial(train_steps, config=config, unroll=parallel.on_cpu),
                       in_shardings=(parallel.replicated, parallel.stacked, parallel.replicated),
                       out_shardings=(parallel.replicated, parallel.replicated),
-                      static_argnums=(3,), donate_argnums=(0,))
+                      static_argnums=(3, 4), donate_argnums=(0,))
 
 
 def eval_step(variables: dict[str, Any], batch: Batch, *, apply_fn: Callable,
