@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from configs import tiny
@@ -62,6 +63,23 @@ def test_every_program_training_runs_compiles_for_a_single_host_slice(one_host):
   train = _program(one_host, 'train call, 4 steps at 48x48')
   assert train['alias_bytes'] == one_host['hbm_bytes_per_chip']['training']['train state']
   json.loads(json.dumps(one_host))  # what --json writes
+
+
+def test_the_fast_training_options_compile_with_their_own_programs():
+  config = _config(num_epochs=3)
+  config.model = ml_collections.ConfigDict({
+      'name': 'vgg', 'stages': ((4,), (8,)), 'hidden': (16,), 'dropout_rate': 0.0,
+      'dtype': 'bfloat16', 'whiten': 2, 'dirac_init': True, 'norm_scale': False,
+      'head_norm': True})
+  config.augment.update(flip=True, alternate_flips=True, clean_last_epochs=1)
+  config.optimizer.lookahead_steps = 5
+  report = aot.check(config, 'v5litepod-8', tta_modes=('none',))
+  assert [p['name'] for p in report['programs']] == [
+      'train call, 4 steps at 48x48', 'train call, 1 step at 48x48',
+      'train call, 4 steps at 48x48, clean', 'train call, 1 step at 48x48, clean',
+      'whitening fit', 'evaluation, tta=none',
+      'input: shuffle', 'input: gather 4 steps', 'input: gather 1 step']
+  assert report['fits'] is True
 
 
 def test_the_multi_host_slice_and_its_on_device_input_compile(four_hosts):

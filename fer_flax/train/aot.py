@@ -31,7 +31,7 @@ from fer_flax.core import chips, platforms
 from fer_flax.core.errors import UserError
 from fer_flax.core.mesh import Parallel, cost_analysis, full_batches
 from fer_flax.data import augment, feeds, fer2013, on_device
-from fer_flax.train import optim, step_fns
+from fer_flax.train import build, optim, step_fns
 from fer_flax.train.plan import RunPlan
 
 _EVAL = 'evaluation, tta='
@@ -100,14 +100,21 @@ def _abstract(tree: Any, sharding: jax.sharding.Sharding) -> Any:
 
 
 def _batch(shape: tuple[int, ...], sharding: jax.sharding.Sharding,
-           mask: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
-  """A batch of uint8 faces and int32 labels (and a bool mask) of leading shape `shape`."""
+           mask: bool = False, flip: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
+  """A batch of uint8 faces and int32 labels (and a bool mask, or each face's side with
+  alternating flips) of leading shape `shape`."""
   size = fer2013.IMAGE_SIZE
   batch = {'image': jax.ShapeDtypeStruct((*shape, size, size, 1), jnp.uint8, sharding=sharding),
            'label': jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding)}
-  if mask:
-    batch['mask'] = jax.ShapeDtypeStruct(shape, jnp.bool_, sharding=sharding)
+  for field, wanted in (('mask', mask), ('flip', flip)):
+    if wanted:
+      batch[field] = jax.ShapeDtypeStruct(shape, jnp.bool_, sharding=sharding)
   return batch
+
+
+def _alternate_flips(config: ml_collections.ConfigDict) -> bool:
+  """Whether the in-memory input gives each batch its faces' sides (`augment.alternate_flips`)."""
+  return bool(config.augment.flip and config.augment.get('alternate_flips', False))
 
 
 def chip_bytes(tree: Any) -> int:
@@ -201,11 +208,21 @@ def compile_programs(config: ml_collections.ConfigDict, parallel: Parallel, run:
   """Every program `fer_flax.main` compiles for the run, and `evaluate`'s for `tta_modes`."""
   programs = []
   train = step_fns.compile_train_steps(config, parallel)
+  flip = _alternate_flips(config)
   for size in run.image_sizes:
     for length in run.call_lengths:
-      batches = _batch((length, config.batch_size), parallel.stacked)
+      batches = _batch((length, config.batch_size), parallel.stacked, flip=flip)
       programs.append(_compile(_train_name(length, size), train,
-                               (run.state, batches, run.rng), (size,)))
+                               (run.state, batches, run.rng), (size, True)))
+  if config.augment.get('clean_last_epochs', 0):  # flips only, at full size
+    for length in run.call_lengths:
+      batches = _batch((length, config.batch_size), parallel.stacked, flip=flip)
+      programs.append(_compile(_train_name(length) + ', clean', train,
+                               (run.state, batches, run.rng), (fer2013.IMAGE_SIZE, False)))
+  if config.model.get('whiten', 0):
+    batches = _batch((run.call_lengths[0], config.batch_size), parallel.stacked)
+    programs.append(_compile('whitening fit', build.whitening_fit(config, parallel),
+                             (run.state, batches['image'])))
   batch = _batch((config.eval_batch_size,), parallel.data, mask=True)
   for tta in dict.fromkeys(('none', *tta_modes)):  # training's own evaluation, then the others
     evaluate = step_fns.compile_eval_step(run.state.apply_fn, parallel, tta)
@@ -238,7 +255,7 @@ def _split(config: ml_collections.ConfigDict,
   epoch's order of it."""
   per_device = fer2013.SPLIT_SIZES[config.data.train_split] // parallel.num_devices
   used = per_device * parallel.num_devices
-  return (_batch((used,), parallel.data),
+  return (_batch((used,), parallel.data, flip=_alternate_flips(config)),
           jax.ShapeDtypeStruct((used,), jnp.int32, sharding=parallel.data))
 
 

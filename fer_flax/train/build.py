@@ -66,11 +66,14 @@ def fit_to_data(config: ml_collections.ConfigDict, state: step_fns.TrainState,
   """A new run's first state with what its model takes from the data before training: the
   patch-whitening kernel (`config.model.whiten`) from the faces of the feed's first call (320
   faces in `cpu.py`'s 10 batches of 32). Unchanged for models without it."""
-  size = config.model.get('whiten', 0)
-  if not size:
+  if not config.model.get('whiten', 0):
     return state
   batches = next(iter(feed.batches(0, feed.steps_per_epoch)))
-  fit = parallel.jit(functools.partial(_fit_whitening, size=size),
-                     in_shardings=(parallel.replicated, parallel.stacked),
-                     out_shardings=parallel.replicated, donate_argnums=(0,))
-  return fit(state, batches['image'])
+  return whitening_fit(config, parallel)(state, batches['image'])
+
+
+def whitening_fit(config: ml_collections.ConfigDict, parallel: Parallel) -> Callable:
+  """`(state, stacked faces) -> state` with the whitening kernel fitted, jitted for the mesh."""
+  return parallel.jit(functools.partial(_fit_whitening, size=config.model.whiten),
+                      in_shardings=(parallel.replicated, parallel.stacked),
+                      out_shardings=parallel.replicated, donate_argnums=(0,))
