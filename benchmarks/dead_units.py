@@ -50,5 +50,6 @@ def main() -> None:
     print(f'  {name}: {(~fires.any(0)).mean():.1%} of {fires.shape[1]} units never fire; '
           f'{fires.mean():.1%} of unit-face pairs fire')
 
+
 if __name__ == '__main__':
   main()

@@ -109,10 +109,16 @@ def is_geometric(config: ml_collections.ConfigDict) -> bool:
               or config.shift)
 
 
+def alternates_flips(config: ml_collections.ConfigDict) -> bool:
+  """Whether `config.augment` mirrors each face on alternate epochs (the in-memory input gives
+  each batch its faces' sides) rather than by a coin."""
+  return bool(config.flip and config.get('alternate_flips', False))
+
+
 def flips_only(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config.augment` with every augmentation but the horizontal flip off: the last epochs of a
   run with `clean_last_epochs` train on the faces as they are, mirrored or not."""
-  clean = ml_collections.ConfigDict({k: v for k, v in config.items()})
+  clean = config.copy_and_resolve_references()
   for field in ('crop_padding', 'rotation', 'scale', 'shift', 'blur_probability',
                 'erase_probability', 'mixup_alpha', 'cutmix_alpha'):
     clean[field] = type(config[field])(0)

@@ -19,7 +19,7 @@ from absl import logging
 
 from fer_flax.core.errors import UserError
 from fer_flax.core.mesh import Batch, Parallel
-from fer_flax.data import fer2013, on_device
+from fer_flax.data import augment, fer2013, on_device
 
 PIPELINES = ('tfds', 'memory')
 
@@ -86,8 +86,7 @@ def _train_feed(config: ml_collections.ConfigDict, parallel: Parallel, data: Any
   if config.data.pipeline == 'memory':
     return on_device.DeviceFeed(*fer2013.load_split(data, config.data.train_split),
                                config.batch_size, config.seed, config.steps_per_call, parallel,
-                               alternate_flips=config.augment.flip
-                               and config.augment.get('alternate_flips', False))
+                               alternate_flips=augment.alternates_flips(config.augment))
   from fer_flax.data import tf_input  # pylint: disable=g-import-not-at-top
   return tf_input.TfFeed(
       tf_input.TrainData(data, config.data.train_split, config.batch_size, config.seed,

@@ -112,11 +112,6 @@ def _batch(shape: tuple[int, ...], sharding: jax.sharding.Sharding,
   return batch
 
 
-def _alternate_flips(config: ml_collections.ConfigDict) -> bool:
-  """Whether the in-memory input gives each batch its faces' sides (`augment.alternate_flips`)."""
-  return bool(config.augment.flip and config.augment.get('alternate_flips', False))
-
-
 def chip_bytes(tree: Any) -> int:
   """Bytes each chip holds of `tree`'s abstract arrays, as the TPU lays them out (in tiles, which
   pad small dimensions): the arguments of a program that takes them and does nothing."""
@@ -208,7 +203,7 @@ def compile_programs(config: ml_collections.ConfigDict, parallel: Parallel, run:
   """Every program `fer_flax.main` compiles for the run, and `evaluate`'s for `tta_modes`."""
   programs = []
   train = step_fns.compile_train_steps(config, parallel)
-  flip = _alternate_flips(config)
+  flip = augment.alternates_flips(config.augment)
   for size in run.image_sizes:
     for length in run.call_lengths:
       batches = _batch((length, config.batch_size), parallel.stacked, flip=flip)
@@ -255,7 +250,7 @@ def _split(config: ml_collections.ConfigDict,
   epoch's order of it."""
   per_device = fer2013.SPLIT_SIZES[config.data.train_split] // parallel.num_devices
   used = per_device * parallel.num_devices
-  return (_batch((used,), parallel.data, flip=_alternate_flips(config)),
+  return (_batch((used,), parallel.data, flip=augment.alternates_flips(config.augment)),
           jax.ShapeDtypeStruct((used,), jnp.int32, sharding=parallel.data))
 
 
