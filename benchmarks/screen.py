@@ -6,10 +6,11 @@
 Each run trains `configs/cpu.py` for `--epochs` epochs whatever the machine's speed (no time
 budget), on the hour's one-cycle shrunk in proportion (warm-up a quarter of the epochs), with the
 lever's overrides on top of `--base`'s, then scores its best checkpoint on `public_test` with
-`fer_flax.evaluate`. A finished run is skipped and an interrupted one resumes, so the command can
-be run again until the table is whole. Prints a Markdown table: each lever's accuracy per seed,
-their mean and spread, and the wall minutes of its runs; the machine (`lscpu`) heads it. No lever
-is chosen here: docs/screen.md says what was kept and why.
+`fer_flax.evaluate`. A finished run is skipped and an interrupted one resumes (its wall minutes then
+count only the attempt that finished it, marked *), so the command can be run again until the
+table is whole. Prints a Markdown table: each lever's accuracy per seed, their mean and spread,
+and the wall minutes of its runs; the machine (`lscpu`) heads it. No lever is chosen here:
+docs/screen.md says what was kept and why.
 """
 
 from __future__ import annotations
@@ -44,12 +45,16 @@ def _flags(overrides: dict[str, object]) -> list[str]:
   return [f'--config.{k}={v}' for k, v in overrides.items()]
 
 
-def _run(workdir: pathlib.Path, overrides: dict[str, object], epochs: int, data: str) -> float:
+def _run(workdir: pathlib.Path, overrides: dict[str, object], epochs: int,
+         data: str) -> tuple[float, bool]:
   """Trains and evaluates one run (resuming it if it was cut short); returns its wall seconds,
-  training and evaluation together, or the seconds recorded when it finished before."""
+  training and evaluation together, and whether it resumed (then the seconds are the last
+  attempt's only). A run that finished before returns what it recorded."""
   timing = workdir / 'screen.json'
   if timing.exists():
-    return json.loads(timing.read_text())['seconds']
+    record = json.loads(timing.read_text())
+    return record['seconds'], record.get('resumed', False)
+  resumed = (workdir / 'checkpoints').exists()
   train = [sys.executable, '-m', 'fer_flax.main', '--config=configs/cpu.py',
            f'--workdir={workdir}', f'--config.data.path={data}',
            '--config.time_budget_minutes=0', f'--config.num_epochs={epochs}',
@@ -62,8 +67,9 @@ def _run(workdir: pathlib.Path, overrides: dict[str, object], epochs: int, data:
     with open(workdir.parent / f'{workdir.name}.log', 'a') as log:
       subprocess.run(command, cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
   seconds = time.perf_counter() - start
-  timing.write_text(json.dumps({'seconds': seconds, 'command': shlex.join(train)}) + '\n')
-  return seconds
+  timing.write_text(json.dumps(
+      {'seconds': seconds, 'resumed': resumed, 'command': shlex.join(train)}) + '\n')
+  return seconds, resumed
 
 
 def _accuracy(workdir: pathlib.Path) -> float:
@@ -93,21 +99,30 @@ def main() -> None:
   rows = []
   for lever in args.levers:
     overrides = {**LEVERS[args.base], **LEVERS[lever]}
-    accuracies, seconds = [], 0.0
+    accuracies, seconds, resumed = [], 0.0, False
     name = '+'.join(dict.fromkeys(n for n in (args.base, lever) if n != 'base')) or 'base'
     for seed in seeds:
       workdir = args.workdir / f'{name}_e{args.epochs}_s{seed}'
-      seconds += _run(workdir, {**overrides, 'seed': seed}, args.epochs, args.data)
+      run_seconds, run_resumed = _run(workdir, {**overrides, 'seed': seed}, args.epochs,
+                                      args.data)
+      seconds += run_seconds
+      resumed |= run_resumed
       accuracies.append(_accuracy(workdir))
-    rows.append((name, ' '.join(_flags(LEVERS[lever])) or '(none)', accuracies, seconds))
-  print(f'\n{args.epochs} epochs, seeds {args.seeds}; {_machine()}\n')
+    rows.append((name, ' '.join(_flags(LEVERS[lever])) or '(none)', accuracies, seconds,
+                 resumed))
+  on_top = ' '.join(_flags(LEVERS[args.base]))
+  print(f'\n{args.epochs} epochs, seeds {args.seeds}'
+        + (f', every run with `{on_top}`' if on_top else '') + f'; {_machine()}\n')
   print('| lever | overrides | public_test per seed | mean | spread | wall min |')
   print('|---|---|---|---|---|---|')
-  for name, flags, accuracies, seconds in rows:
+  for name, flags, accuracies, seconds, resumed in rows:
     per_seed = ', '.join(f'{100 * a:.2f}' for a in accuracies)
     mean = 100 * sum(accuracies) / len(accuracies)
     spread = 100 * (max(accuracies) - min(accuracies))
-    print(f'| {name} | `{flags}` | {per_seed} | {mean:.2f} | {spread:.2f} | {seconds / 60:.1f} |')
+    wall = f'{seconds / 60:.1f}' + ('*' if resumed else '')
+    print(f'| {name} | `{flags}` | {per_seed} | {mean:.2f} | {spread:.2f} | {wall} |')
+  if any(row[-1] for row in rows):
+    print('\n\\* resumed: the wall minutes count only the attempt that finished it')
 
 
 if __name__ == '__main__':
