@@ -25,7 +25,9 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# Each lever: the overrides that turn it on. `base` is the recipe as configs/cpu.py has it.
+# Each lever: the overrides that turn it on. `base` is the recipe as configs/cpu.py has it, which
+# has had head norm and whitening on since docs/screen.md's runs kept them: as levers they now
+# change nothing, and the rows made with them ran at commit fd5c3c2 (docs/screen.md).
 LEVERS = {
     'base': {},
     'head_norm': {'model.head_norm': True},

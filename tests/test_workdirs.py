@@ -1,15 +1,19 @@
-"""Workdir files go through epath, so a gs:// workdir gets them as a local one does."""
+"""Workdir files go through epath, so a gs:// workdir gets them as a local one does; a saved
+config guards the run it belongs to."""
 
 import contextlib
 import json
 from unittest import mock
 
+import ml_collections
+import pytest
 from etils import epath
 from etils.epath import gpath
 from etils.epath import testing as epath_testing
 
 from configs import tiny
 from fer_flax import plots
+from fer_flax.core.errors import UserError
 from fer_flax.train import workdirs, writers
 
 
@@ -48,3 +52,16 @@ def test_config_metrics_and_plots_of_a_gs_workdir(tmp_path):
                      {'step': 5, 'split': 'public_test', 'accuracy': 0.25}]
   assert (local / 'eval' / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert str(png) == f'{workdir}/eval/curves.png'
+
+
+def test_a_run_saved_before_a_model_field_existed_resumes_only_at_its_default(tmp_path):
+  # A VGG run from before `whiten` existed was built without whitening: resuming it with the
+  # field at its architecture's default goes on; with whitening on it is refused in one line.
+  config = tiny.get_config()
+  config.model = ml_collections.ConfigDict({'name': 'vgg', 'stages': ((4,),), 'hidden': (8,)})
+  workdirs.check_or_save_config(config, tmp_path, resuming=False)
+  config.model.whiten = 0
+  workdirs.check_or_save_config(config, tmp_path, resuming=True)
+  config.model.whiten = 2
+  with pytest.raises(UserError, match=r'different config \(model.whiten: 0 -> 2\)'):
+    workdirs.check_or_save_config(config, tmp_path, resuming=True)

@@ -5,6 +5,7 @@ The layers that XLA:CPU runs faster than the stock ones live in `fer_flax.models
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -227,6 +228,20 @@ MODELS = {
 }
 
 
+def _module(cls: Any) -> type[nn.Module]:
+  """The module class behind an entry of `MODELS`."""
+  return cls.func if isinstance(cls, functools.partial) else cls
+
+
+def field_defaults(name: str) -> dict[str, Any]:
+  """The value each field of model `name` takes when a config leaves it out: what a run made
+  before the field existed was built with."""
+  cls = MODELS[name]
+  defaults = {f.name: f.default for f in dataclasses.fields(_module(cls))
+              if f.default is not dataclasses.MISSING and f.name not in ('parent', 'name')}
+  return {**defaults, **(cls.keywords if isinstance(cls, functools.partial) else {})}
+
+
 def create_model(model_config: ml_collections.ConfigDict,
                  num_classes: int = fer2013.NUM_CLASSES) -> nn.Module:
   """Builds `model_config.name` with the config's other fields as its arguments."""
@@ -241,8 +256,7 @@ def create_model(model_config: ml_collections.ConfigDict,
       raise UserError(f'config.model.dtype={kwargs["dtype"]!r} is not a compute dtype; choose '
                       'float32, or bfloat16 on accelerators')
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  module = cls.func if isinstance(cls, functools.partial) else cls
-  fields = set(module.__dataclass_fields__) - {'parent', 'name', 'num_classes'}
+  fields = set(_module(cls).__dataclass_fields__) - {'parent', 'name', 'num_classes'}
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise UserError(f'config.model.{unknown[0]} is not a field of model {name!r}; its fields are '

@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from fer_flax.core.errors import UserError
+from fer_flax.models import architectures
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
@@ -37,6 +38,14 @@ def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
   return out
 
 
+def _model_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+  """The flattened `model.` fields of the saved config's architecture at their defaults."""
+  if saved.get('model.name') not in architectures.MODELS:
+    return {}
+  defaults = architectures.field_defaults(saved['model.name'])
+  return {f'model.{k}': json.loads(json.dumps(v, default=str)) for k, v in defaults.items()}
+
+
 def workdir_path(workdir: epath.PathLike) -> epath.Path:
   """A workdir as a path of any file system epath knows (gs:// too); local ones made absolute."""
   path = epath.Path(workdir)
@@ -57,8 +66,10 @@ def check_or_save_config(config: ml_collections.ConfigDict, workdir: epath.PathL
     saved = _flatten(json.loads(path.read_text()))
     now = _flatten(current)
     ignored = _RELOCATABLE_FIELDS + (_SIZED_BY_BUDGET if config.time_budget_minutes else ())
-    # A field the saved config lacks was added to fer_flax after that run was made, which ran
-    # with the behaviour the field's default keeps.
+    # A field the saved config lacks was added to fer_flax after that run was made. A model's
+    # field is compared with its architecture's default, which that run was built with; any
+    # other is skipped (its base.py default keeps the behaviour the run had).
+    saved = {**_model_defaults(saved), **saved}
     changed = sorted(k for k in saved.keys() & now.keys()
                      if not k.startswith(ignored) and saved[k] != now[k])
     if changed:
