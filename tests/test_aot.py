@@ -80,6 +80,10 @@ def test_the_fast_training_options_compile_with_their_own_programs():
       'whitening fit', 'evaluation, tta=none',
       'input: shuffle', 'input: gather 4 steps', 'input: gather 1 step']
   assert report['fits'] is True
+  # The fit is data-parallel: a chip sums the patch moments of its own faces, not of all the
+  # call's 128 (4 steps of 32; 47 x 47 patches of 4 values, 4 x 4 products each).
+  whole_call_flops = 2 * 128 * 47 * 47 * 4 * 4
+  assert _program(report, 'whitening fit')['flops'] < whole_call_flops / 2
 
 
 def test_the_multi_host_slice_and_its_on_device_input_compile(four_hosts):

@@ -61,3 +61,35 @@ def _eight_devices_equal_one_device():
 
 def test_eight_devices_equal_one_device():
   helpers.run_on_eight_cpu_devices(_eight_devices_equal_one_device)
+
+
+def _the_whitening_fit_on_eight_devices_equals_one():
+  """Run by the test below in a process with 8 CPU devices."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from fer_flax import models  # pylint: disable=g-import-not-at-top
+  from fer_flax.train import build, optim, step_fns  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.model = ml_collections.ConfigDict(
+      {'name': 'vgg', 'stages': ((4,),), 'hidden': (8,), 'whiten': 2})
+  model = models.create_model(config.model)
+  # Noise blurred unevenly across and down: patch moments with distinct eigenvalues, none near
+  # float32's rounding of the sums, so the filters are a stable function of the faces (the
+  # smallest eigenvalues of real faces' moments move by percents with the order of the sums).
+  rng = np.random.default_rng(0)
+  noise = rng.uniform(0, 160, size=(3, 16, 48, 48, 1))  # 3 steps of 16 faces
+  images = (noise + 0.5 * np.roll(noise, 1, axis=3) + 0.1 * np.roll(noise, 1, axis=2))
+  images = images.astype(np.uint8)
+  kernels = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    parallel = Parallel(devices)
+    state = step_fns.create_train_state(model, optim.create_optimizer(config, lambda _: 0.0),
+                                        jax.random.key(0), parallel, ema=True)
+    stacked = jax.device_put(images, parallel.stacked)
+    fitted = build.whitening_fit(config, parallel)(state, stacked)
+    kernels.append(jax.device_get(fitted.params['PatchWhitening_0']['kernel']))
+  assert np.abs(kernels[0]).max() > 1.0  # fitted, not the zeros it starts from
+  np.testing.assert_allclose(kernels[0], kernels[1], rtol=1e-4, atol=1e-4)
+
+
+def test_the_whitening_fit_on_eight_devices_equals_one():
+  helpers.run_on_eight_cpu_devices(_the_whitening_fit_on_eight_devices_equals_one)

@@ -9,6 +9,7 @@ trained or decayed; its bias learns.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -21,14 +22,19 @@ NAME = 'PatchWhitening'
 def whitening_kernel(images: jax.Array, size: int, eps: float = 5e-4) -> jax.Array:
   """[size, size, C, 2 size^2 C] filters that whiten the size x size patches of `images`.
 
-  `images` [N, H, W, C] as the model takes them (floats in [0, 1]); the patches are the windows
-  inside the image, uncentred, as airbench estimates them.
+  `images` [..., H, W, C] as the model takes them (floats in [0, 1]); the patches are the windows
+  inside the image, uncentred, as airbench estimates them. Their moments are one contraction over
+  every leading axis, never a reshape that merges them, so a batch sharded over devices stays
+  sharded: each device sums its own faces' patches, and the sums are added across devices.
   """
-  n, h, w, c = images.shape
-  patches = jnp.stack([images[:, i:h - size + 1 + i, j:w - size + 1 + j]
+  *_, h, w, c = images.shape
+  patches = jnp.stack([images[..., i:h - size + 1 + i, j:w - size + 1 + j, :]
                        for i in range(size) for j in range(size)], axis=-2)
-  patches = patches.reshape(-1, size * size * c).astype(jnp.float32)  # (i, j, channel) order
-  eigenvalues, eigenvectors = jnp.linalg.eigh(patches.T @ patches / patches.shape[0])
+  # (i, j, channel) order
+  patches = patches.reshape(*patches.shape[:-2], size * size * c).astype(jnp.float32)
+  leading = tuple(range(patches.ndim - 1))
+  moments = jnp.tensordot(patches, patches, axes=(leading, leading))
+  eigenvalues, eigenvectors = jnp.linalg.eigh(moments / math.prod(patches.shape[:-1]))
   filters = eigenvectors / jnp.sqrt(eigenvalues + eps)  # one filter per column
   filters = filters[:, ::-1].reshape(size, size, c, -1)  # largest eigenvalue first
   return jnp.concatenate([filters, -filters], axis=-1)

@@ -53,8 +53,7 @@ def replanned(config: ml_collections.ConfigDict, plan: RunPlan,
 
 def _fit_whitening(state: step_fns.TrainState, images: jax.Array,
                    size: int) -> step_fns.TrainState:
-  kernel = whitening.whitening_kernel(models.preprocess(images.reshape(-1, *images.shape[-3:])),
-                                      size)
+  kernel = whitening.whitening_kernel(models.preprocess(images), size)
   params = whitening.with_kernel(state.params, kernel)
   # The optimizer starts again from the fitted weights (Lookahead keeps a copy of them).
   return state.replace(params=params, opt_state=state.tx.init(params),
