@@ -228,6 +228,10 @@ MODELS = {
 }
 
 
+# Dataclass fields of a model that its config does not set.
+_NOT_CONFIG_FIELDS = frozenset({'parent', 'name', 'num_classes'})
+
+
 def _module(cls: Any) -> type[nn.Module]:
   """The module class behind an entry of `MODELS`."""
   return cls.func if isinstance(cls, functools.partial) else cls
@@ -238,7 +242,7 @@ def field_defaults(name: str) -> dict[str, Any]:
   before the field existed was built with."""
   cls = MODELS[name]
   defaults = {f.name: f.default for f in dataclasses.fields(_module(cls))
-              if f.default is not dataclasses.MISSING and f.name not in ('parent', 'name')}
+              if f.default is not dataclasses.MISSING and f.name not in _NOT_CONFIG_FIELDS}
   return {**defaults, **(cls.keywords if isinstance(cls, functools.partial) else {})}
 
 
@@ -256,7 +260,7 @@ def create_model(model_config: ml_collections.ConfigDict,
       raise UserError(f'config.model.dtype={kwargs["dtype"]!r} is not a compute dtype; choose '
                       'float32, or bfloat16 on accelerators')
     kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
-  fields = set(_module(cls).__dataclass_fields__) - {'parent', 'name', 'num_classes'}
+  fields = set(_module(cls).__dataclass_fields__) - _NOT_CONFIG_FIELDS
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise UserError(f'config.model.{unknown[0]} is not a field of model {name!r}; its fields are '

@@ -39,7 +39,8 @@ def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
 
 
 def _model_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-  """The flattened `model.` fields of the saved config's architecture at their defaults."""
+  """The flattened `model.` fields of the saved config's architecture at their defaults, as a
+  saved config.json holds them (tuples as lists)."""
   if saved.get('model.name') not in architectures.MODELS:
     return {}
   defaults = architectures.field_defaults(saved['model.name'])
