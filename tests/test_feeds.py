@@ -36,5 +36,11 @@ def test_input_choices_are_checked(small_archive):
   with pytest.raises(UserError, match='steps_per_call=4 needs the in-memory input'):
     config = helpers.memory_config(small_archive, steps_per_call=4, **{'data.pipeline': 'tfds'})
     feeds.train_feed(config, parallel)
+  tfds_flips = {'data.pipeline': 'tfds', 'augment.alternate_flips': True}
+  with pytest.raises(UserError, match='alternate_flips needs the in-memory input'):
+    flipped = helpers.memory_config(small_archive, **tfds_flips, **{'augment.flip': True})
+    feeds.check_settings(flipped)
+  # Without flips there is nothing to alternate: the setting is inert, not refused.
+  feeds.check_settings(helpers.memory_config(small_archive, **tfds_flips))
   with pytest.raises(UserError, match="split 'private_test' is not in .*choose one of those"):
     fer2013.load_split(fer2013.Source(small_archive), 'private_test')

@@ -62,7 +62,7 @@ def check_settings(config: ml_collections.ConfigDict) -> None:
   if config.data.pipeline == 'tfds' and config.steps_per_call != 1:
     raise UserError(f'config.steps_per_call={config.steps_per_call} needs the in-memory input: '
                     'add --config.data.pipeline=memory, or set steps_per_call to 1')
-  if config.data.pipeline == 'tfds' and config.augment.get('alternate_flips'):
+  if config.data.pipeline == 'tfds' and augment.alternates_flips(config.augment):
     raise UserError('config.augment.alternate_flips needs the in-memory input: add '
                     '--config.data.pipeline=memory, or set alternate_flips to False')
 
