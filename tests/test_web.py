@@ -6,7 +6,6 @@ Set FER_FLAX_SCREENSHOTS=DIR to keep the screenshots (docs/images/ holds the doc
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import re
@@ -18,6 +17,7 @@ import pytest
 from PIL import Image
 
 from fer_flax.data import fer2013
+from fer_flax.serve import loading
 from tests import helpers
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
@@ -80,8 +80,7 @@ def test_a_chosen_photo_gets_a_box_labelled_happy_and_seven_bars(browser, served
   errors = []
   page.on('pageerror', lambda e: errors.append(str(e)))
   page.goto(served[0])
-  shipped = json.loads((helpers.REPO / 'fer_flax' / 'pretrained' / 'model.json').read_text())
-  figure = f"{100 * shipped['eval_accuracy_float32']:.2f}% on public_test"
+  figure = f"{100 * loading.load_model('pretrained').accuracy:.2f}% on public_test"
   expect(page.locator('#model')).to_contain_text(figure)
   page.set_input_files('#photos', str(helpers.PHOTO))
   label = page.locator('.result .frame .box .label')
