@@ -1,14 +1,15 @@
 """Face detection on real photos, and prediction's throughput on a folder of them.
 
   python benchmarks/photos.py --photos=DIR [--detectors=yunet,haar] [--throughput=1000]
-      [--video_seconds=60] [--json=FILE]
+      [--tta=none,flip,tencrop] [--video_seconds=60] [--json=FILE]
 
 DIR holds photos and a MANIFEST.tsv whose `file` and `faces_counted` columns say how many faces
 each shows. There are no boxes to match, so a photo's detections count as found faces up to its
 count, and as false boxes past it (look at `--annotate` output to be sure). Detection time is the
 median over the photos of the best of 3 runs each (steady state). Throughput runs
 `fer_flax.predict.predict_files` (the CLI's path: decode, detect, crop, batched classification)
-over the photos repeated to `--throughput` files, and reports photos/s and peak memory. The video
+over the photos repeated to `--throughput` files, and reports photos/s and peak memory, once for
+each `--tta` (what test-time augmentation costs a face, end to end). The video
 figure writes a 640x480, 30 fps mp4 of `--video_seconds` that pans across the photos (each shown
 for 2 s, drifting), then runs `predict_files` on it at 5 sampled frames/s and at every frame,
 and reports frames analysed per second and the video seconds done per second.
@@ -60,15 +61,16 @@ def detection(photos: pathlib.Path, detector_name: str) -> dict:
           'per_photo': per_photo}
 
 
-def throughput(photos: pathlib.Path, count: int) -> dict:
+def throughput(photos: pathlib.Path, count: int, tta: str) -> dict:
   files = sorted(p for p in photos.iterdir() if p.suffix.lower() in ('.jpg', '.jpeg', '.png'))
-  predictor = Predictor.pretrained()
+  predictor = Predictor.pretrained(tta=tta)
   list(predict_files(predictor, files[:2]))  # Compiles the classifier.
   start, found = time.perf_counter(), 0
   for result in predict_files(predictor, itertools.islice(itertools.cycle(files), count)):
     found += len(result.faces)  # Counted, not kept, as the CLI prints and forgets them.
   seconds = time.perf_counter() - start
-  return {'files': count, 'seconds': seconds, 'photos_per_sec': count / seconds, 'faces': found,
+  return {'tta': tta, 'files': count, 'seconds': seconds, 'photos_per_sec': count / seconds,
+          'faces': found, 'faces_per_sec': found / seconds,
           'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -111,6 +113,7 @@ def main() -> None:
   parser.add_argument('--photos', required=True)
   parser.add_argument('--detectors', default='yunet,haar')
   parser.add_argument('--throughput', type=int, default=0, help='Files to predict; 0 skips it.')
+  parser.add_argument('--tta', default='none', help='Test-time augmentations to time, by commas.')
   parser.add_argument('--video_seconds', type=int, default=0,
                       help='Length of the panning video to predict on; 0 skips it.')
   parser.add_argument('--json')
@@ -121,10 +124,12 @@ def main() -> None:
     print(f"{r['detector']}: {r['recall']:.1%} of {r['faces']} faces, {r['false_boxes']} false "
           f"boxes, {r['median_ms']:.1f} ms a photo (median; max {r['max_ms']:.1f})")
   if args.throughput:
-    report['throughput'] = throughput(photos, args.throughput)
-    t = report['throughput']
-    print(f"predict: {t['photos_per_sec']:.1f} photos/s over {t['files']} files "
-          f"({t['faces']} faces), peak memory {t['peak_rss_mib']:.0f} MiB")
+    report['throughput'] = [throughput(photos, args.throughput, tta)
+                            for tta in args.tta.split(',')]
+    for t in report['throughput']:
+      print(f"predict, tta {t['tta']}: {t['photos_per_sec']:.1f} photos/s over {t['files']} "
+            f"files ({t['faces']} faces, {t['faces_per_sec']:.1f} a second), peak memory "
+            f"{t['peak_rss_mib']:.0f} MiB")
   if args.video_seconds:
     report['video'] = video_throughput(photos, args.video_seconds)
     for v in report['video']:

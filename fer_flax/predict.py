@@ -3,7 +3,8 @@
   python -m fer_flax.predict --model=pretrained PHOTO_OR_FOLDER ...
   python -m fer_flax.predict --workdir=DIR [--step=N] PHOTO_OR_FOLDER ...
   python -m fer_flax.predict --model=EXPORTED_DIR PHOTO_OR_FOLDER ...
-      [--detector=yunet|haar] [--noalign] [--nodetect] [--json | --csv] [--annotate=DIR]
+      [--detector=yunet|haar] [--noalign] [--nodetect] [--tta=none|flip|tencrop]
+      [--json | --csv] [--annotate=DIR]
   python -m fer_flax.predict --model=pretrained VIDEO ... [--fps=5] [--smooth=1.0]
   python -m fer_flax.predict --model=pretrained --camera=0 [--smooth=1.0]
 
@@ -32,7 +33,7 @@ from absl import app, flags
 
 from fer_flax.core import cli
 from fer_flax.core.errors import exits_on_user_error
-from fer_flax.data import fer2013
+from fer_flax.data import augment, fer2013
 from fer_flax.serve import faces, loading, video
 from fer_flax.serve.predictor import Predictor, expand_inputs, predict_files
 from fer_flax.serve.results import Result, record
@@ -66,6 +67,10 @@ def define_predictor_flags() -> None:
                      'FER2013 would give it, on each side.')
   flags.DEFINE_integer('min_face_size', 0, 'Smallest face to report, in pixels (Haar: to look '
                        'for; at least 12).')
+  flags.DEFINE_enum('tta', 'none', augment.TTA_MODES, 'Test-time augmentation: average each '
+                    'face with its mirror (flip: twice the model\'s work) or with four copies '
+                    'shifted by 4 pixels and the mirrors of all five (tencrop: ten times); '
+                    'docs/predict.md measures them.')
 
 
 def predictor_from_flags(**options: Any) -> tuple[loading.LoadedModel, Predictor]:
@@ -73,7 +78,7 @@ def predictor_from_flags(**options: Any) -> tuple[loading.LoadedModel, Predictor
   loaded = loading.load_model(FLAGS.model, FLAGS.workdir, FLAGS.step)
   return loaded, Predictor.from_loaded(
       loaded, detector=FLAGS.detector, align=FLAGS.align, margin=FLAGS.margin,
-      min_face_size=FLAGS.min_face_size, **options)
+      min_face_size=FLAGS.min_face_size, tta=FLAGS.tta, **options)
 
 
 def _define_flags() -> None:

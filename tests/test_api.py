@@ -173,6 +173,7 @@ def test_model_health_page_and_openapi(client):
   assert model['labels'] == list(fer2013.EMOTIONS) and model['parameters'] == 2_347_111
   assert model['input'] == {'height': 48, 'width': 48, 'channels': 1,
                             'color': 'grayscale, 0-255'}
+  assert model['tta'] == 'none' and 'single view' in model['accuracy']['measured']
   info = json.loads((loading.package.PRETRAINED_DIR / 'model.json').read_text())
   assert model['accuracy']['value'] == info['eval_accuracy_float32']
   assert model['accuracy']['split'] == 'public_test' and model['step'] == info['step']

@@ -117,3 +117,15 @@ def test_threads_share_a_predictor_each_with_its_own_detector(packed_predictor):
     found = list(pool.map(predict, range(4)))
   assert len({detector for detector, _ in found}) == 4
   assert all(boxes == found[0][1] and len(boxes) == 1 for _, boxes in found)
+
+
+def test_flip_tta_averages_each_face_with_its_mirror(packed_run, packed_predictor):
+  from fer_flax.serve.predictor import Predictor  # pylint: disable=g-import-not-at-top
+  flipping = Predictor.pretrained(packed_run, batch_size=8, tta='flip')
+  crops = [helpers.face(i, np.random.default_rng(i)) for i in range(3)]
+  mirrors = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+  expected = (packed_predictor.classify(crops) + packed_predictor.classify(mirrors)) / 2
+  np.testing.assert_allclose(flipping.classify(crops), expected, atol=1e-5)
+  assert not np.allclose(expected, packed_predictor.classify(crops), atol=1e-3)
+  with pytest.raises(UserError, match='tta=.*choose one of none, flip, tencrop'):
+    Predictor.pretrained(packed_run, tta='mirror')

@@ -87,7 +87,8 @@ def main(argv: list[str]) -> None:
     logging.warning('listening on %s without an API key: anyone who reaches it may use it',
                     FLAGS.host)
   name = FLAGS.model or FLAGS.workdir
-  app = api.create_app(predictor, api.model_description(loaded, name, FLAGS.detector), settings)
+  model = api.model_description(loaded, name, FLAGS.detector, FLAGS.tta)
+  app = api.create_app(predictor, model, settings)
   print(f'fer_flax: serving {name} on http://{FLAGS.host}:{FLAGS.port}/ (Ctrl-C stops)',
         flush=True)
   uvicorn.run(app, host=FLAGS.host, port=FLAGS.port, log_level='warning')

@@ -111,6 +111,7 @@ class ModelOut(pydantic.BaseModel):
   labels: list[str]
   input: dict[str, Any]
   detector: str
+  tta: str
   accuracy: Accuracy
 
 
@@ -217,8 +218,9 @@ async def _photos(request: fastapi.Request, settings: Settings) -> list[tuple[st
   return files
 
 
-def model_description(loaded: loading.LoadedModel, name: str, detector: str) -> dict[str, Any]:
-  """GET /v1/model's answer for the model `load_model` loaded."""
+def model_description(loaded: loading.LoadedModel, name: str, detector: str,
+                      tta: str = 'none') -> dict[str, Any]:
+  """GET /v1/model's answer for the model `load_model` loaded, applied with `tta`."""
   config = loaded.config
   split = config.data.eval_split
   return {
@@ -227,10 +229,10 @@ def model_description(loaded: loading.LoadedModel, name: str, detector: str) -> 
       'step': loaded.step, 'labels': list(fer2013.EMOTIONS),
       'input': {'height': fer2013.IMAGE_SIZE, 'width': fer2013.IMAGE_SIZE, 'channels': 1,
                 'color': 'grayscale, 0-255'},
-      'detector': detector,
+      'detector': detector, 'tta': tta,
       'accuracy': {'value': loaded.accuracy, 'split': split,
-                   'measured': f'by training, on {split}, for step {loaded.step} in float32 '
-                               '(python -m fer_flax.evaluate measures it again)'},
+                   'measured': f'by training, on {split}, for step {loaded.step} in float32, '
+                               'single view (python -m fer_flax.evaluate measures it again)'},
   }
 
 

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fer_flax import models
 from fer_flax.core.errors import ImageError, UserError
 from fer_flax.core.padding import pad_rows
-from fer_flax.data import fer2013, images
+from fer_flax.data import augment, fer2013, images
 from fer_flax.models import inference
 from fer_flax.serve import faces, loading, package, video
 from fer_flax.serve.results import Face, Result, annotate, make_face
@@ -67,18 +67,22 @@ def open_image(source: Any, max_pixels: int = MAX_PIXELS, name: str | None = Non
 
 
 class Predictor:
-  """Classifies faces with a trained model; finds them first unless `detect` is False. Threads
-  may share one: each gets its own detector."""
+  """Classifies faces with a trained model; finds them first unless `detect` is False. `tta`
+  (`augment.TTA_MODES`) averages each face's mirrored or shifted views, at that many times the
+  model's work. Threads may share one: each gets its own detector."""
 
   def __init__(self, model: Any, variables: dict[str, Any], *, detect: bool = True,
                detector: str = 'yunet', align: bool = True, margin: float = 0.0,
-               min_face_size: int = 0, batch_size: int = 64):
+               min_face_size: int = 0, batch_size: int = 64, tta: str = 'none'):
+    if tta not in augment.TTA_MODES:
+      raise UserError(f'tta={tta!r}: choose one of {", ".join(augment.TTA_MODES)}')
     self._variables = jax.device_put(variables)
     self.detect_faces = detect
     self.align = align
     self.margin = margin
     self.batch_size = batch_size
-    self._apply = jax.jit(functools.partial(inference.probabilities, model.apply))
+    self.tta = tta
+    self._apply = jax.jit(functools.partial(inference.probabilities, model.apply, tta=tta))
     self._new_detector = functools.partial(faces.create_detector, detector,
                                            min_face_size=min_face_size)
     self._local = threading.local()
