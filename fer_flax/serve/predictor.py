@@ -81,7 +81,6 @@ class Predictor:
     self.align = align
     self.margin = margin
     self.batch_size = batch_size
-    self.tta = tta
     self._apply = jax.jit(functools.partial(inference.probabilities, model.apply, tta=tta))
     self._new_detector = functools.partial(faces.create_detector, detector,
                                            min_face_size=min_face_size)
