@@ -16,7 +16,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from fer_flax.core import chips, cli
-from fer_flax.core.errors import UserError, exits_on_user_error
+from fer_flax.core.errors import exits_on_user_error
 from fer_flax.data import augment
 from fer_flax.train import aot
 
@@ -27,9 +27,8 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  unknown = set(FLAGS.tta) - set(augment.TTA_MODES)
-  if unknown:
-    raise UserError(f'--tta={",".join(FLAGS.tta)}: choose from {", ".join(augment.TTA_MODES)}')
+  for mode in FLAGS.tta:
+    augment.check_tta(mode, '--tta')
   report = aot.check(FLAGS.config, FLAGS.accelerator_type, FLAGS.tta)
   print(aot.format_report(report))
   if FLAGS.json:

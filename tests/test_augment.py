@@ -141,5 +141,5 @@ def test_tta_views():
   np.testing.assert_array_equal(ten[4], images)  # the centre crop is the image itself
   np.testing.assert_array_equal(ten[9], images[:, :, ::-1])
   np.testing.assert_array_equal(ten[0][:, 4:, 4:], images[:, :-4, :-4])  # shifted by 4 pixels
-  with pytest.raises(UserError, match="unknown test-time augmentation 'rotate'"):
+  with pytest.raises(UserError, match="tta='rotate': choose one of none, flip, tencrop"):
     augment.tta_views(images, 'rotate')

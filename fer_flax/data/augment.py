@@ -18,6 +18,12 @@ from fer_flax.core.errors import UserError
 TTA_MODES = ('none', 'flip', 'tencrop')
 
 
+def check_tta(mode: str, name: str = 'tta') -> None:
+  """Raises a UserError naming `name` unless `mode` is one of `TTA_MODES`."""
+  if mode not in TTA_MODES:
+    raise UserError(f'{name}={mode!r}: choose one of {", ".join(TTA_MODES)}')
+
+
 def tta_views(images: jax.Array, mode: str, shift: int = 4) -> jax.Array:
   """[V, B, H, W, C] views of a [B, H, W, C] batch.
 
@@ -25,17 +31,16 @@ def tta_views(images: jax.Array, mode: str, shift: int = 4) -> jax.Array:
   by `shift` pixels (four corners and the centre, i.e. shifts of +-shift), and their mirrors; unlike
   crops that shrink the face, these fit any model trained on whole 48x48 faces.
   """
+  check_tta(mode)
   if mode == 'none':
     return images[None]
   if mode == 'flip':
     return jnp.stack([images, images[:, :, ::-1]])
-  if mode == 'tencrop':
-    _, h, w, _ = images.shape
-    padded = jnp.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode='edge')
-    offsets = [(0, 0), (0, 2 * shift), (2 * shift, 0), (2 * shift, 2 * shift), (shift, shift)]
-    crops = [padded[:, y:y + h, x:x + w] for y, x in offsets]
-    return jnp.stack(crops + [c[:, :, ::-1] for c in crops])
-  raise UserError(f'unknown test-time augmentation {mode!r}; choose one of {", ".join(TTA_MODES)}')
+  _, h, w, _ = images.shape
+  padded = jnp.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode='edge')
+  offsets = [(0, 0), (0, 2 * shift), (2 * shift, 0), (2 * shift, 2 * shift), (shift, shift)]
+  crops = [padded[:, y:y + h, x:x + w] for y, x in offsets]
+  return jnp.stack(crops + [c[:, :, ::-1] for c in crops])
 
 
 def _warp(image: jax.Array, rng: jax.Array, mirrored: jax.Array | None = None, *, flip: bool,

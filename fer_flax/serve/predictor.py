@@ -74,8 +74,7 @@ class Predictor:
   def __init__(self, model: Any, variables: dict[str, Any], *, detect: bool = True,
                detector: str = 'yunet', align: bool = True, margin: float = 0.0,
                min_face_size: int = 0, batch_size: int = 64, tta: str = 'none'):
-    if tta not in augment.TTA_MODES:
-      raise UserError(f'tta={tta!r}: choose one of {", ".join(augment.TTA_MODES)}')
+    augment.check_tta(tta)
     self._variables = jax.device_put(variables)
     self.detect_faces = detect
     self.align = align
