@@ -170,7 +170,7 @@ def test_the_key_when_one_is_set(predictor, loaded):
 def test_model_health_page_and_openapi(client):
   model = client.get('/v1/model').json()
   assert model['name'] == 'pretrained' and model['architecture'] == 'vgg'
-  assert model['labels'] == list(fer2013.EMOTIONS) and model['parameters'] == 2_347_111
+  assert model['labels'] == list(fer2013.EMOTIONS) and model['parameters'] == 2_349_679
   assert model['input'] == {'height': 48, 'width': 48, 'channels': 1,
                             'color': 'grayscale, 0-255'}
   assert model['tta'] == 'none' and 'single view' in model['accuracy']['measured']
