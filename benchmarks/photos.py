@@ -9,10 +9,11 @@ count, and as false boxes past it (look at `--annotate` output to be sure). Dete
 median over the photos of the best of 3 runs each (steady state). Throughput runs
 `fer_flax.predict.predict_files` (the CLI's path: decode, detect, crop, batched classification)
 over the photos repeated to `--throughput` files, and reports photos/s and peak memory, once for
-each `--tta` (what test-time augmentation costs a face, end to end). The video
-figure writes a 640x480, 30 fps mp4 of `--video_seconds` that pans across the photos (each shown
-for 2 s, drifting), then runs `predict_files` on it at 5 sampled frames/s and at every frame,
-and reports frames analysed per second and the video seconds done per second.
+each `--tta` (what test-time augmentation costs a face, end to end; default: the predictor's,
+flip). The video figure, with the predictor's default, writes a 640x480, 30 fps mp4 of
+`--video_seconds` that pans across the photos (each shown for 2 s, drifting), then runs
+`predict_files` on it at 5 sampled frames/s and at every frame, and reports frames analysed per
+second and the video seconds done per second.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from fer_flax.data import images
 from fer_flax.serve import faces
-from fer_flax.serve.predictor import Predictor, open_image, predict_files
+from fer_flax.serve.predictor import DEFAULT_TTA, Predictor, open_image, predict_files
 
 
 def detection(photos: pathlib.Path, detector_name: str) -> dict:
@@ -113,7 +114,8 @@ def main() -> None:
   parser.add_argument('--photos', required=True)
   parser.add_argument('--detectors', default='yunet,haar')
   parser.add_argument('--throughput', type=int, default=0, help='Files to predict; 0 skips it.')
-  parser.add_argument('--tta', default='none', help='Test-time augmentations to time, by commas.')
+  parser.add_argument('--tta', default=DEFAULT_TTA,
+                      help='Test-time augmentations to time, by commas.')
   parser.add_argument('--video_seconds', type=int, default=0,
                       help='Length of the panning video to predict on; 0 skips it.')
   parser.add_argument('--json')

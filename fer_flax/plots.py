@@ -227,7 +227,7 @@ def _grid() -> epath.Path:
     raise app.UsageError('grid needs --data')
   workdir = _one_workdir('grid')
   predictor = Predictor.from_loaded(loading.load_model(FLAGS.model, workdir, FLAGS.step),
-                                    detect=False)
+                                    detect=False, tta='none')  # evaluate's single view
   return prediction_grid_png(predictor, fer2013.Source(FLAGS.data), FLAGS.split,
                              FLAGS.out or 'grid.png', per_class=FLAGS.per_class)
 

@@ -35,7 +35,7 @@ from fer_flax.core import cli
 from fer_flax.core.errors import exits_on_user_error
 from fer_flax.data import augment, fer2013
 from fer_flax.serve import faces, loading, video
-from fer_flax.serve.predictor import Predictor, expand_inputs, predict_files
+from fer_flax.serve.predictor import DEFAULT_TTA, Predictor, expand_inputs, predict_files
 from fer_flax.serve.results import Result, record
 
 
@@ -67,10 +67,11 @@ def define_predictor_flags() -> None:
                      'FER2013 would give it, on each side.')
   flags.DEFINE_integer('min_face_size', 0, 'Smallest face to report, in pixels (Haar: to look '
                        'for; at least 12).')
-  flags.DEFINE_enum('tta', 'none', augment.TTA_MODES, 'Test-time augmentation: average each '
-                    'face with its mirror (flip: twice the model\'s work) or with four copies '
-                    'shifted by 4 pixels and the mirrors of all five (tencrop: ten times); '
-                    'docs/predict.md measures them.')
+  flags.DEFINE_enum('tta', DEFAULT_TTA, augment.TTA_MODES, 'Test-time augmentation: average '
+                    'each face with its mirror (flip: twice the model\'s work), or with four '
+                    'copies shifted by 4 pixels and the mirrors of all five (tencrop: ten times), '
+                    'or classify it once (none: what evaluate scores); docs/predict.md measures '
+                    'them.')
 
 
 def predictor_from_flags(**options: Any) -> tuple[loading.LoadedModel, Predictor]:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fer_flax.data import fer2013
 from fer_flax.serve import api, loading
-from fer_flax.serve.predictor import Predictor, predict_files
+from fer_flax.serve.predictor import DEFAULT_TTA, Predictor, predict_files
 from tests import helpers
 
 
@@ -27,7 +27,7 @@ def predictor(loaded):
 
 
 def _client(predictor, loaded, **settings) -> testclient.TestClient:
-  model = api.model_description(loaded, 'pretrained', 'yunet')
+  model = api.model_description(loaded, 'pretrained', 'yunet', DEFAULT_TTA)
   return testclient.TestClient(api.create_app(predictor, model, api.Settings(**settings)))
 
 
@@ -173,7 +173,7 @@ def test_model_health_page_and_openapi(client):
   assert model['labels'] == list(fer2013.EMOTIONS) and model['parameters'] == 2_349_679
   assert model['input'] == {'height': 48, 'width': 48, 'channels': 1,
                             'color': 'grayscale, 0-255'}
-  assert model['tta'] == 'none' and 'single view' in model['accuracy']['measured']
+  assert model['tta'] == 'flip' and 'single view' in model['accuracy']['measured']
   info = json.loads((loading.package.PRETRAINED_DIR / 'model.json').read_text())
   assert model['accuracy']['value'] == info['eval_accuracy_float32']
   assert model['accuracy']['split'] == 'public_test' and model['step'] == info['step']

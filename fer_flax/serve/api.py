@@ -219,7 +219,7 @@ async def _photos(request: fastapi.Request, settings: Settings) -> list[tuple[st
 
 
 def model_description(loaded: loading.LoadedModel, name: str, detector: str,
-                      tta: str = 'none') -> dict[str, Any]:
+                      tta: str) -> dict[str, Any]:
   """GET /v1/model's answer for the model `load_model` loaded, applied with `tta`."""
   config = loaded.config
   split = config.data.eval_split
