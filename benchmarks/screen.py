@@ -34,6 +34,7 @@ LEVERS = {
     'whiten': {'model.whiten': 2},
     'dirac': {'model.dirac_init': True},
     'lookahead': {'optimizer.lookahead_steps': 5},
+    'muon': {'optimizer.muon_learning_rate': 0.01},
     'alternate_flips': {'augment.alternate_flips': True},
     'smoothing_0.2': {'label_smoothing': 0.2},
     'norm_no_scale': {'model.norm_scale': False},

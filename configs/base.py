@@ -43,6 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.grad_clip_norm = 0.0   # 0 disables clipping
   config.optimizer.lookahead_steps = 0    # >0: Lookahead, syncing the slow weights this often
   config.optimizer.lookahead_step_size = 0.5  # how far the slow weights move at each sync
+  config.optimizer.muon_learning_rate = 0.0  # >0: Muon's peak rate for the convolution kernels
+  config.optimizer.muon_momentum = 0.95      # Muon's Nesterov momentum
 
   # Training augmentation, inside the compiled step; all off reproduces the original.
   config.augment = ml_collections.ConfigDict()

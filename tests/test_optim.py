@@ -114,3 +114,26 @@ def test_the_config_wraps_the_optimizer_in_lookahead():
   config = helpers.tiny_config('unused', 'unused', **{'optimizer.lookahead_steps': 5})
   tx = optim.create_optimizer(config, optax.constant_schedule(0.1))
   assert isinstance(tx.init({'w': jnp.ones(2)}), optim.LookaheadState)
+
+
+def test_muon_takes_the_convolution_kernels_and_the_rest_keep_their_optimizer():
+  config = helpers.tiny_config('unused', 'unused', **{
+      'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.1, 'optimizer.momentum': 0.9,
+      'optimizer.muon_learning_rate': 0.02})
+  rng = np.random.default_rng(0)
+  shapes = {'Conv_0': {'kernel': (3, 3, 4, 8), 'bias': (8,)}, 'Dense_0': {'kernel': (8, 7)},
+            'PatchWhitening_0': {'kernel': (2, 2, 1, 4)}}
+  is_shape = lambda s: isinstance(s, tuple) and all(isinstance(d, int) for d in s)
+  params, grads = (jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s), jnp.float32), shapes,
+                                is_leaf=is_shape) for _ in range(2))
+  schedule = optax.constant_schedule(0.1)
+  tx, plain = optim.create_optimizer(config, schedule), optim._create_optimizer(
+      config.optimizer, schedule)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  expected, _ = plain.update(grads, plain.init(params), params)
+  for layer, name in (('Conv_0', 'bias'), ('Dense_0', 'kernel'), ('PatchWhitening_0', 'kernel')):
+    np.testing.assert_allclose(updates[layer][name], expected[layer][name], rtol=1e-6)
+  step = updates['Conv_0']['kernel'].reshape(36, 8)  # (height x width x input, output)
+  singular = np.linalg.svd(np.asarray(step), compute_uv=False) / 0.02
+  assert singular.min() > 0.5 and singular.max() < 1.5  # orthogonalized, at Muon's own rate
+  assert jnp.vdot(step, grads['Conv_0']['kernel'].reshape(36, 8)) < 0  # downhill

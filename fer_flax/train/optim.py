@@ -84,12 +84,45 @@ def lookahead(fast: optax.GradientTransformation, sync_period: int,
   return optax.GradientTransformation(init, update)
 
 
+def is_convolution_kernel(path: tuple[Any, ...], param: jax.Array) -> bool:
+  """Whether the parameter at `path` is a learned convolution kernel (4-D; not the frozen
+  whitening one)."""
+  return param.ndim == 4 and not whitening.is_frozen(path)
+
+
+def muon_for_convolutions(rest: optax.GradientTransformation, opt: ml_collections.ConfigDict,
+                          schedule: optax.Schedule) -> optax.GradientTransformation:
+  """Muon (Jordan et al., 2024; `optax.contrib.scale_by_muon`) for the convolution kernels, `rest`
+  for every other parameter.
+
+  Each kernel's Nesterov momentum (`muon_momentum`) is orthogonalized by Newton-Schulz over its
+  (height x width x input, output) matrix, then scaled by the run's schedule times
+  `muon_learning_rate / learning_rate`, so its peak is `muon_learning_rate`. No weight decay: batch
+  norm follows every kernel, so a kernel's scale only sets its effective rate.
+  """
+  ratio = opt.muon_learning_rate / opt.learning_rate
+  hwio = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
+  muon = optax.chain(
+      optax.contrib.scale_by_muon(
+          beta=opt.muon_momentum, nesterov=True,
+          weight_dimension_numbers=lambda kernels: jax.tree.map(lambda _: hwio, kernels)),
+      optax.scale_by_learning_rate(lambda step: schedule(step) * ratio))
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: 'muon' if is_convolution_kernel(path, p) else 'rest', params)
+
+  return optax.multi_transform({'muon': muon, 'rest': rest}, labels)
+
+
 def create_optimizer(config: ml_collections.ConfigDict,
                      schedule: optax.Schedule) -> optax.GradientTransformation:
-  """The optax optimizer named in `config.optimizer`, inside Lookahead when
-  `optimizer.lookahead_steps` is set."""
+  """The optax optimizer named in `config.optimizer`, with Muon for the convolution kernels when
+  `optimizer.muon_learning_rate` is set, inside Lookahead when `optimizer.lookahead_steps` is."""
   opt = config.optimizer
   tx = _create_optimizer(opt, schedule)
+  if opt.get('muon_learning_rate'):
+    tx = muon_for_convolutions(tx, opt, schedule)
   if opt.get('lookahead_steps'):
     return lookahead(tx, opt.lookahead_steps, opt.lookahead_step_size)
   return tx
