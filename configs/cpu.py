@@ -22,9 +22,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.hidden = (512,)  # a little more accuracy than 256 for a little speed
   config.optimizer.schedule = 'onecycle'
   config.optimizer.warmup_epochs = 7.5
-  # Half the faces softened, as a face resampled from a photo is: fewer points lost to detected
-  # crops, none on public_test.
-  config.augment.blur_probability = 0.5
 
   config.ema_decay = 0.999  # about 1,000 steps: a little over an epoch
   config.batch_size = 32
