@@ -30,8 +30,8 @@ from fer_flax.serve.results import Face, Result, annotate, make_face
 
 # The largest photo opened, in pixels: a 100-megapixel camera's.
 MAX_PIXELS = 100_000_000
-# Each face averaged with its mirror: +1.15 points on public_test at no measurable cost a face
-# (docs/predict.md measures it); evaluate's headline figures stay single view.
+# Each face averaged with its mirror, the test-time augmentation docs/predict.md measured worth
+# its cost; evaluate's headline figures stay single view.
 DEFAULT_TTA = 'flip'
 # Annotated photos wait, decoded, for their faces' batch: at most this many at a time.
 _MAX_PENDING_ANNOTATIONS = 8
