@@ -26,8 +26,9 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Each lever: the overrides that turn it on. `base` is the recipe as configs/cpu.py has it, which
-# has had head norm and whitening on since docs/screen.md's runs kept them: as levers they now
-# change nothing, and the rows made with them ran at commit fd5c3c2 (docs/screen.md).
+# has had head norm and whitening on since docs/screen.md's runs kept them, and Muon at 0.01 since
+# 334f8e9: as levers they now change nothing, and the rows made with them ran before
+# (docs/screen.md). `muon_off` measures Muon on the same code; `muon_0.02`, `muon_0.005` its peak.
 LEVERS = {
     'base': {},
     'head_norm': {'model.head_norm': True},
@@ -35,6 +36,9 @@ LEVERS = {
     'dirac': {'model.dirac_init': True},
     'lookahead': {'optimizer.lookahead_steps': 5},
     'muon': {'optimizer.muon_learning_rate': 0.01},
+    'muon_off': {'optimizer.muon_learning_rate': 0.0},
+    'muon_0.02': {'optimizer.muon_learning_rate': 0.02},
+    'muon_0.005': {'optimizer.muon_learning_rate': 0.005},
     'alternate_flips': {'augment.alternate_flips': True},
     'smoothing_0.2': {'label_smoothing': 0.2},
     'norm_no_scale': {'model.norm_scale': False},

@@ -116,17 +116,20 @@ def test_the_config_wraps_the_optimizer_in_lookahead():
   assert isinstance(tx.init({'w': jnp.ones(2)}), optim.LookaheadState)
 
 
-def test_muon_takes_the_convolution_kernels_and_the_rest_keep_their_optimizer():
+@pytest.mark.parametrize('reference_batch_size', [0, 2])  # 2: the SGD peak scales, Muon's not
+def test_muon_takes_the_convolution_kernels_and_the_rest_keep_their_optimizer(
+    reference_batch_size):
   config = helpers.tiny_config('unused', 'unused', **{
       'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.1, 'optimizer.momentum': 0.9,
-      'optimizer.muon_learning_rate': 0.02})
+      'optimizer.muon_learning_rate': 0.02,
+      'optimizer.reference_batch_size': reference_batch_size})
   rng = np.random.default_rng(0)
   shapes = {'Conv_0': {'kernel': (3, 3, 4, 8), 'bias': (8,)}, 'Dense_0': {'kernel': (8, 7)},
             'PatchWhitening_0': {'kernel': (2, 2, 1, 4)}}
   is_shape = lambda s: isinstance(s, tuple) and all(isinstance(d, int) for d in s)
   params, grads = (jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s), jnp.float32), shapes,
                                 is_leaf=is_shape) for _ in range(2))
-  schedule = optax.constant_schedule(0.1)
+  schedule = optax.constant_schedule(optim.peak_learning_rate(config))
   tx, plain = optim.create_optimizer(config, schedule), optim._create_optimizer(
       config.optimizer, schedule)
   updates, _ = tx.update(grads, tx.init(params), params)

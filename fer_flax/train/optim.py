@@ -13,20 +13,26 @@ from fer_flax.models import whitening
 from fer_flax.train.plan import RunPlan
 
 
+def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
+  """`optimizer.learning_rate`, scaled linearly with the batch size (Goyal et al., 2017) when
+  `optimizer.reference_batch_size` is set, so one config serves a laptop's batch and an
+  accelerator's."""
+  opt = config.optimizer
+  if opt.reference_batch_size:
+    return opt.learning_rate * config.batch_size / opt.reference_batch_size
+  return opt.learning_rate
+
+
 def create_learning_rate_schedule(config: ml_collections.ConfigDict,
                                   plan: RunPlan) -> optax.Schedule:
   """Linear warm-up (`plan.warmup_steps`) then constant or cosine decay to zero, or one-cycle.
 
   One-cycle (Smith & Topin, 2019) warms up by cosine over the warm-up epochs from
   peak / onecycle_div_factor, then anneals to
-  peak / onecycle_div_factor / onecycle_final_div_factor.
-  With `optimizer.reference_batch_size`, the peak scales linearly with the batch size (Goyal et
-  al., 2017), so one config serves a laptop's batch and an accelerator's.
+  peak / onecycle_div_factor / onecycle_final_div_factor. The peak: `peak_learning_rate`.
   """
   opt = config.optimizer
-  peak = opt.learning_rate
-  if opt.reference_batch_size:
-    peak *= config.batch_size / opt.reference_batch_size
+  peak = peak_learning_rate(config)
   warmup_steps, total_steps = plan.warmup_steps, plan.total_steps
   if opt.schedule == 'onecycle':  # optax's cosine_onecycle_schedule, with whole-step boundaries
     # (its fraction can round the warm-up's end a step early, which a re-sized run would notice).
@@ -90,17 +96,19 @@ def is_convolution_kernel(path: tuple[Any, ...], param: jax.Array) -> bool:
   return param.ndim == 4 and not whitening.is_frozen(path)
 
 
-def muon_for_convolutions(rest: optax.GradientTransformation, opt: ml_collections.ConfigDict,
+def muon_for_convolutions(rest: optax.GradientTransformation, config: ml_collections.ConfigDict,
                           schedule: optax.Schedule) -> optax.GradientTransformation:
   """Muon (Jordan et al., 2024; `optax.contrib.scale_by_muon`) for the convolution kernels, `rest`
   for every other parameter.
 
   Each kernel's Nesterov momentum (`muon_momentum`) is orthogonalized by Newton-Schulz over its
-  (height x width x input, output) matrix, then scaled by the run's schedule times
-  `muon_learning_rate / learning_rate`, so its peak is `muon_learning_rate`. No weight decay: batch
-  norm follows every kernel, so a kernel's scale only sets its effective rate.
+  (height x width x input, output) matrix, then scaled by the run's schedule in proportion, so its
+  peak is `muon_learning_rate` at any batch size (Newton-Schulz sets a step's size, whatever the
+  batch). No weight decay: batch norm follows every kernel, so a
+  kernel's scale only sets its effective rate.
   """
-  ratio = opt.muon_learning_rate / opt.learning_rate
+  opt = config.optimizer
+  ratio = opt.muon_learning_rate / peak_learning_rate(config)
   hwio = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
   muon = optax.chain(
       optax.contrib.scale_by_muon(
@@ -122,7 +130,7 @@ def create_optimizer(config: ml_collections.ConfigDict,
   opt = config.optimizer
   tx = _create_optimizer(opt, schedule)
   if opt.get('muon_learning_rate'):
-    tx = muon_for_convolutions(tx, opt, schedule)
+    tx = muon_for_convolutions(tx, config, schedule)
   if opt.get('lookahead_steps'):
     return lookahead(tx, opt.lookahead_steps, opt.lookahead_step_size)
   return tx
