@@ -2,11 +2,10 @@
 
 The shared recipe (`recipe.py`) on a narrow VGG that spends its convolutions at 24x24 and below,
 where XLA:CPU is fastest, on a one-cycle schedule, in batches of 32 (more updates an epoch, and
-faster on two cores than 64), with Muon for the convolution kernels (docs/screen.md). The split
-stays in memory (no tf.data workers competing for the cores), 10 steps per call. Sized by the clock:
-as many epochs as fit in the hour at the speed its first steps measure (`fer_flax/train/budget.py`),
-the warm-up a quarter of them; `--config.time_budget_minutes=0` trains `num_epochs`. The runs behind
-each choice: docs/results.md.
+faster on two cores than 64). The split stays in memory (no tf.data workers competing for the
+cores), 10 steps per call. Sized by the clock: as many epochs as fit in the hour at the speed its
+first steps measure (`fer_flax/train/budget.py`), the warm-up a quarter of them;
+`--config.time_budget_minutes=0` trains `num_epochs`. The runs behind each choice: docs/results.md.
 
   python -m fer_flax.main --config=configs/cpu.py --workdir=DIR --config.data.path=fer2013.zip
 """
@@ -22,7 +21,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.hidden = (512,)  # a little more accuracy than 256 for a little speed
   config.optimizer.schedule = 'onecycle'
   config.optimizer.warmup_epochs = 7.5
-  config.optimizer.muon_learning_rate = 0.01  # +1.45 points paired on 18 epochs
 
   config.ema_decay = 0.999  # about 1,000 steps: a little over an epoch
   config.batch_size = 32
