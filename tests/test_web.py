@@ -80,8 +80,9 @@ def test_a_chosen_photo_gets_a_box_labelled_happy_and_seven_bars(browser, served
   errors = []
   page.on('pageerror', lambda e: errors.append(str(e)))
   page.goto(served[0])
-  figure = f"{100 * loading.load_model('pretrained').accuracy:.2f}% on public_test"
+  figure = f"{100 * loading.load_model('pretrained').accuracy:.2f}% on public_test single view"
   expect(page.locator('#model')).to_contain_text(figure)
+  expect(page.locator('#model')).to_contain_text('yunet, each averaged with its mirror.')
   page.set_input_files('#photos', str(helpers.PHOTO))
   label = page.locator('.result .frame .box .label')
   expect(label).to_have_text(re.compile(r'^happy \d+%$'), timeout=60_000)

@@ -32,15 +32,18 @@ async function api(path, options = {}) {
   return body;
 }
 
+// How the server classifies each face (GET /v1/model's tta).
+const VIEWS = {flip: ', each averaged with its mirror', tencrop: ', each averaged over ten crops'};
+
 async function describeModel() {
   try {
     const model = await api('/v1/model');
     labels = model.labels;
     const accuracy = model.accuracy.value === null ? '' :
-      `, ${(100 * model.accuracy.value).toFixed(2)}% on ${model.accuracy.split}`;
+      `, ${(100 * model.accuracy.value).toFixed(2)}% on ${model.accuracy.split} single view`;
     $('#model').textContent = `Model: ${model.name} (${model.architecture}, ` +
       `${model.parameters.toLocaleString('en')} parameters${accuracy}); ` +
-      `faces found by ${model.detector}.`;
+      `faces found by ${model.detector}${VIEWS[model.tta] ?? ''}.`;
   } catch (error) {
     $('#model').textContent = `Model: ${error.message}`;
   }
