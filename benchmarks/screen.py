@@ -39,6 +39,7 @@ LEVERS = {
     'muon_off': {'optimizer.muon_learning_rate': 0.0},
     'muon_0.02': {'optimizer.muon_learning_rate': 0.02},
     'muon_0.005': {'optimizer.muon_learning_rate': 0.005},
+    'muon_ns3': {'optimizer.muon_ns_steps': 3},
     'alternate_flips': {'augment.alternate_flips': True},
     'smoothing_0.2': {'label_smoothing': 0.2},
     'norm_no_scale': {'model.norm_scale': False},

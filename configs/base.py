@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.lookahead_step_size = 0.5  # how far the slow weights move at each sync
   config.optimizer.muon_learning_rate = 0.0  # >0: Muon's peak rate for the convolution kernels
   config.optimizer.muon_momentum = 0.95      # Muon's Nesterov momentum
+  config.optimizer.muon_ns_steps = 5         # Newton-Schulz iterations a step (3: cheaper)
 
   # Training augmentation, inside the compiled step; all off reproduces the original.
   config.augment = ml_collections.ConfigDict()

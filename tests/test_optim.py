@@ -116,12 +116,13 @@ def test_the_config_wraps_the_optimizer_in_lookahead():
   assert isinstance(tx.init({'w': jnp.ones(2)}), optim.LookaheadState)
 
 
-@pytest.mark.parametrize('reference_batch_size', [0, 2])  # 2: the SGD peak scales, Muon's not
+# A reference batch of 2 scales the SGD peak, not Muon's; 3 Newton-Schulz steps still orthogonalize.
+@pytest.mark.parametrize('reference_batch_size,ns_steps', [(0, 5), (2, 5), (0, 3)])
 def test_muon_takes_the_convolution_kernels_and_the_rest_keep_their_optimizer(
-    reference_batch_size):
+    reference_batch_size, ns_steps):
   config = helpers.tiny_config('unused', 'unused', **{
       'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.1, 'optimizer.momentum': 0.9,
-      'optimizer.muon_learning_rate': 0.02,
+      'optimizer.muon_learning_rate': 0.02, 'optimizer.muon_ns_steps': ns_steps,
       'optimizer.reference_batch_size': reference_batch_size})
   rng = np.random.default_rng(0)
   shapes = {'Conv_0': {'kernel': (3, 3, 4, 8), 'bias': (8,)}, 'Dense_0': {'kernel': (8, 7)},

@@ -101,10 +101,10 @@ def muon_for_convolutions(rest: optax.GradientTransformation, config: ml_collect
   """Muon (Jordan et al., 2024; `optax.contrib.scale_by_muon`) for the convolution kernels, `rest`
   for every other parameter.
 
-  Each kernel's Nesterov momentum (`muon_momentum`) is orthogonalized by Newton-Schulz over its
-  (height x width x input, output) matrix, then scaled by the run's schedule in proportion, so its
-  peak is `muon_learning_rate` at any batch size (Newton-Schulz sets a step's size, whatever the
-  batch). No weight decay: batch norm follows every kernel, so a
+  Each kernel's Nesterov momentum (`muon_momentum`) is orthogonalized by `muon_ns_steps`
+  Newton-Schulz iterations over its (height x width x input, output) matrix, then scaled by the
+  run's schedule in proportion, so its peak is `muon_learning_rate` at any batch size (Newton-Schulz
+  sets a step's size, whatever the batch). No weight decay: batch norm follows every kernel, so a
   kernel's scale only sets its effective rate.
   """
   opt = config.optimizer
@@ -112,7 +112,7 @@ def muon_for_convolutions(rest: optax.GradientTransformation, config: ml_collect
   hwio = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
   muon = optax.chain(
       optax.contrib.scale_by_muon(
-          beta=opt.muon_momentum, nesterov=True,
+          beta=opt.muon_momentum, nesterov=True, ns_steps=opt.muon_ns_steps,
           weight_dimension_numbers=lambda kernels: jax.tree.map(lambda _: hwio, kernels)),
       optax.scale_by_learning_rate(lambda step: schedule(step) * ratio))
 
