@@ -1,7 +1,8 @@
 """How photos' faces should be cropped to look like FER2013's, and what detect -> crop costs.
 
   python benchmarks/face_crops.py --data=PATH/TO/fer2013.zip [--calibrate=4000] [--faces=0]
-      [--model=pretrained] [--detector=yunet|haar] [--tilt=DEGREES] [--json=FILE]
+      [--model=pretrained] [--detector=yunet|haar] [--tilt=DEGREES] [--tta=none|flip|tencrop]
+      [--json=FILE]
 
 FER2013 faces are pasted, enlarged 2-5x, at random places into larger noisy images, as faces sit in
 photos. Then:
@@ -27,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from fer_flax.data import fer2013
+from fer_flax.data import augment, fer2013
 from fer_flax.serve import faces
 from fer_flax.serve.predictor import Predictor
 
@@ -133,6 +134,8 @@ def main() -> None:
   parser.add_argument('--detector', default='yunet', choices=faces.DETECTORS)
   parser.add_argument('--tilt', type=float, default=0.0,
                       help='Turn each pasted face by up to this many degrees.')
+  parser.add_argument('--tta', default='none', choices=augment.TTA_MODES,
+                      help="Views a face: none, as evaluate scores; flip, predict's default.")
   parser.add_argument('--json')
   args = parser.parse_args()
   source = fer2013.Source(args.data)
@@ -146,7 +149,7 @@ def main() -> None:
   if args.faces:  # A random subset: the archive lists the faces class by class.
     order = np.random.default_rng(3).permutation(len(images))[:args.faces]
     images, labels = images[order], labels[order]
-  predictor = Predictor.load(args.model, detect=False, tta='none')  # as evaluate scores
+  predictor = Predictor.load(args.model, detect=False, tta=args.tta)
   report['public_test'] = evaluate(images[..., 0], labels, predictor, np.random.default_rng(2),
                                    args.detector, args.tilt)
   print(json.dumps(report['public_test'], indent=1))
