@@ -150,8 +150,9 @@ def main() -> None:
     order = np.random.default_rng(3).permutation(len(images))[:args.faces]
     images, labels = images[order], labels[order]
   predictor = Predictor.load(args.model, detect=False, tta=args.tta)
-  report['public_test'] = evaluate(images[..., 0], labels, predictor, np.random.default_rng(2),
-                                   args.detector, args.tilt)
+  report['public_test'] = {'tta': args.tta, **evaluate(images[..., 0], labels, predictor,
+                                                      np.random.default_rng(2), args.detector,
+                                                      args.tilt)}
   print(json.dumps(report['public_test'], indent=1))
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(report, indent=2) + '\n')
